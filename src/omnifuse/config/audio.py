@@ -1,0 +1,53 @@
+"""Audio tower configs: resampling + log-mel features, SpecAugment, conv-subsampled Transformer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from omnifuse.config.base import StrictModel, TransformerDims
+
+
+class SpecAugmentConfig(StrictModel):
+    """Frequency/time masking on log-mel features, training only (Park et al. 2019)."""
+
+    enabled: bool = False
+    freq_masks: int = Field(default=2, ge=0)
+    freq_width: int = Field(default=8, ge=0)
+    time_masks: int = Field(default=2, ge=0)
+    time_width: int = Field(default=20, ge=0)
+
+
+class AudioProcessorConfig(StrictModel):
+    """Any sample rate in; resampled to ``sample_rate``; log-mel features out."""
+
+    sample_rate: int = Field(default=16000, gt=0)
+    n_fft: int = Field(default=400, gt=0)
+    hop_length: int = Field(default=160, gt=0)
+    n_mels: int = Field(default=64, gt=0)
+    max_seconds: float = Field(default=10.0, gt=0)
+    spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
+
+    @model_validator(mode="after")
+    def _fft_fits(self) -> AudioProcessorConfig:
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"hop_length={self.hop_length} must not exceed n_fft={self.n_fft}")
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(
+                f"n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} FFT bins of n_fft={self.n_fft}"
+            )
+        return self
+
+
+class AudioTransformerConfig(TransformerDims):
+    """Two stride-2 convolutions (4x fewer frames) then a Transformer (whisper/Conformer-style)."""
+
+    type: Literal["conv_transformer"] = "conv_transformer"
+    processor: AudioProcessorConfig = Field(default_factory=AudioProcessorConfig)
+    max_positions: int = Field(default=512, gt=0, description="Frames after subsampling.")
+    norm_eps: float = 1e-5
+    pooling: Literal["mean"] = "mean"
+
+
+AudioEncoderConfig = AudioTransformerConfig

@@ -1,0 +1,51 @@
+"""The model section: encoders keyed by modality, one fusion, named heads."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from omnifuse.config.audio import AudioEncoderConfig
+from omnifuse.config.base import StrictModel
+from omnifuse.config.fusion import ConcatFusionConfig, FusionConfig
+from omnifuse.config.heads import HeadConfig
+from omnifuse.config.image import ImageEncoderConfig
+from omnifuse.config.text import TextEncoderConfig
+from omnifuse.config.video import VideoEncoderConfig
+
+MODALITIES = ("audio", "image", "text", "video")
+
+
+class EncodersConfig(StrictModel):
+    """One optional encoder per modality; at least one must be set."""
+
+    text: TextEncoderConfig | None = None
+    image: ImageEncoderConfig | None = None
+    audio: AudioEncoderConfig | None = None
+    video: VideoEncoderConfig | None = None
+
+    def configured(self) -> list[str]:
+        """Sorted names of the modalities that have an encoder."""
+        return [m for m in MODALITIES if getattr(self, m) is not None]
+
+
+class ModelConfig(StrictModel):
+    """Encoders -> fusion -> heads."""
+
+    encoders: EncodersConfig = Field(default_factory=EncodersConfig)
+    fusion: FusionConfig = Field(default_factory=ConcatFusionConfig)
+    heads: dict[str, HeadConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        present = self.encoders.configured()
+        if not present:
+            raise ValueError(
+                f"model.encoders is empty: configure at least one of {', '.join(MODALITIES)}"
+            )
+        for name, head in self.heads.items():
+            if head.source != "fused" and head.source not in present:
+                raise ValueError(
+                    f"heads.{name}.source={head.source!r} is not a configured encoder; "
+                    f"valid choices: 'fused', {', '.join(repr(m) for m in present)}"
+                )
+        return self

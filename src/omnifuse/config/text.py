@@ -1,0 +1,62 @@
+"""Text tower configs: tokenizer, native Transformer encoder, Hugging Face adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from omnifuse.config.base import StrictModel, TransformerDims
+
+
+class TokenizerConfig(StrictModel):
+    """How text becomes token ids.
+
+    ``byte`` needs no training (256 byte ids + specials); ``bpe``/``wordpiece`` are trained with
+    HF ``tokenizers`` on ``corpus`` unless ``path`` points at a saved ``tokenizer.json``;
+    ``pretrained`` loads a local HF tokenizer directory from ``path``.
+    """
+
+    type: Literal["byte", "bpe", "wordpiece", "pretrained"] = "byte"
+    vocab_size: int = Field(default=2000, gt=0, description="Target vocabulary size when training.")
+    path: Path | None = Field(default=None, description="tokenizer.json file or HF tokenizer dir.")
+    corpus: list[Path] = Field(default_factory=list, description="Text files to train on.")
+    max_length: int = Field(default=64, gt=1, description="Truncate longer texts (tokens).")
+    lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _needs_source(self) -> TokenizerConfig:
+        if self.type == "pretrained" and self.path is None:
+            raise ValueError("tokenizer.type='pretrained' needs tokenizer.path (a local HF directory)")
+        return self
+
+
+class TextTransformerConfig(TransformerDims):
+    """Native Transformer text encoder (BERT-compatible when ``norm_first=False``)."""
+
+    type: Literal["transformer"] = "transformer"
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    max_positions: int = Field(default=128, gt=0, description="Learned position table length.")
+    type_vocab_size: int = Field(default=0, ge=0, description=">0 adds BERT token-type embeddings.")
+    norm_first: bool = True
+    norm_eps: float = 1e-5
+    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"
+    pooling: Literal["cls", "mean"] = "mean"
+    pretrained: Path | None = Field(
+        default=None,
+        description="Local HF BERT directory converted into this encoder (dims must match).",
+    )
+
+
+class TextHFConfig(StrictModel):
+    """Adapter around any local Hugging Face ``AutoModel`` directory (e.g. MiniLM)."""
+
+    type: Literal["hf"] = "hf"
+    path: Path = Field(description="Local HF model directory (config.json + weights + tokenizer).")
+    pooling: Literal["cls", "mean"] = "mean"
+    max_length: int = Field(default=128, gt=1)
+    freeze: bool = False
+
+
+TextEncoderConfig = Annotated[TextTransformerConfig | TextHFConfig, Field(discriminator="type")]

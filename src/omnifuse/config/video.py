@@ -1,0 +1,49 @@
+"""Video tower configs: PyAV frame sampling and the space-time (tubelet) ViT."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from omnifuse.config.base import StrictModel, TransformerDims
+from omnifuse.config.image import IMAGENET_MEAN, IMAGENET_STD
+
+
+class VideoProcessorConfig(StrictModel):
+    """Decode with PyAV, sample ``num_frames`` uniformly, resize/crop to ``image_size``."""
+
+    num_frames: int = Field(default=8, gt=0)
+    image_size: int = Field(default=64, gt=0)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class TubeletViTConfig(TransformerDims):
+    """ViT over ``tubelet_size x patch_size x patch_size`` space-time patches (ViViT/VideoMAE)."""
+
+    type: Literal["tubelet_vit"] = "tubelet_vit"
+    patch_size: int = Field(default=8, gt=0)
+    tubelet_size: int = Field(default=2, gt=0)
+    channels: int = Field(default=3, gt=0)
+    processor: VideoProcessorConfig = Field(default_factory=VideoProcessorConfig)
+    norm_eps: float = 1e-6
+    pooling: Literal["cls", "mean"] = "mean"
+
+    @model_validator(mode="after")
+    def _tubelets_fit(self) -> TubeletViTConfig:
+        p = self.processor
+        if p.image_size % self.patch_size != 0:
+            raise ValueError(
+                f"processor.image_size={p.image_size} must be a multiple of "
+                f"patch_size={self.patch_size}"
+            )
+        if p.num_frames % self.tubelet_size != 0:
+            raise ValueError(
+                f"processor.num_frames={p.num_frames} must be a multiple of "
+                f"tubelet_size={self.tubelet_size}"
+            )
+        return self
+
+
+VideoEncoderConfig = TubeletViTConfig

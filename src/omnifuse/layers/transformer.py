@@ -1,0 +1,208 @@
+"""Transformer blocks, stacks and a cached decoder shared by every encoder, fusion and head.
+
+One :class:`TransformerBlock` with flags (``cross_attention``, ``norm_first``) covers BERT-style
+post-norm encoders, ViT-style pre-norm encoders, fusion layers with cross-attention, and causal
+decoders with a KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from omnifuse.layers.attention import KVCache, MultiHeadAttention
+
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class MLP(nn.Module):
+    """Two-layer feed-forward network ``fc2(act(fc1(x)))``."""
+
+    def __init__(
+        self, dim: int, hidden_dim: int, activation: Activation = "gelu", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.act = _ACTIVATIONS[activation]
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention (+ optional cross-attention) + MLP, pre-norm or post-norm.
+
+    Args:
+        dim: model width.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        dropout: dropout on residual branches and attention probabilities.
+        cross_attention: add a cross-attention sub-layer attending to a ``context``.
+        context_dim: width of that context (defaults to ``dim``).
+        norm_first: pre-norm (ViT, GPT) when True, post-norm (original BERT) when False.
+        norm_eps: LayerNorm epsilon (1e-12 matches BERT/ViT checkpoints, 1e-5 PyTorch default).
+        activation: MLP activation.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        cross_attention: bool = False,
+        context_dim: int | None = None,
+        norm_first: bool = True,
+        norm_eps: float = 1e-5,
+        activation: Activation = "gelu",
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+        self.attn_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.cross_attn: MultiHeadAttention | None = None
+        self.cross_norm: nn.LayerNorm | None = None
+        if cross_attention:
+            self.cross_attn = MultiHeadAttention(dim, num_heads, context_dim, dropout=dropout)
+            self.cross_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), activation, dropout)
+        self.mlp_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop = nn.Dropout(dropout)
+
+    def _residual(self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.norm_first:
+            return x + self.drop(fn(norm(x)))
+        return norm(x + self.drop(fn(x)))  # type: ignore[no-any-return]
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        causal: bool = False,
+        cache: tuple[KVCache, KVCache] | None = None,
+    ) -> Tensor:
+        """Args:
+            x: ``[B, N, dim]``.
+            mask: ``[B, N(+cached)]`` bool, True at valid positions of ``x``.
+            context: ``[B, S, context_dim]`` for cross-attention.
+            context_mask: ``[B, S]`` bool.
+            causal: causal self-attention.
+            cache: (self-attention cache, cross-attention cache) for incremental decoding.
+
+        Returns:
+            ``[B, N, dim]``.
+        """
+        self_cache, cross_cache = (None, None) if cache is None else cache
+        x = self._residual(
+            x, self.attn_norm, lambda h: self.attn(h, key_mask=mask, causal=causal, cache=self_cache)
+        )
+        if self.cross_attn is not None and self.cross_norm is not None:
+            if context is None:
+                raise ValueError("this block has cross-attention and needs a `context`")
+            cross = self.cross_attn
+            x = self._residual(
+                x,
+                self.cross_norm,
+                lambda h: cross(h, context=context, key_mask=context_mask, cache=cross_cache),
+            )
+        return self._residual(x, self.mlp_norm, self.mlp)
+
+
+class TransformerStack(nn.Module):
+    """A stack of :class:`TransformerBlock` with an optional final LayerNorm.
+
+    Used as encoder (``causal=False``) and as decoder (``cross_attention=True``, ``causal=True``,
+    with a cache from :meth:`new_cache`). Gradient checkpointing trades compute for memory and
+    does not change outputs.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        cross_attention: bool = False,
+        context_dim: int | None = None,
+        norm_first: bool = True,
+        norm_eps: float = 1e-5,
+        activation: Activation = "gelu",
+        final_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                dim, num_heads, mlp_ratio, dropout, cross_attention, context_dim,
+                norm_first, norm_eps, activation,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm: nn.Module = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
+        self.gradient_checkpointing = False
+
+    def new_cache(self) -> list[tuple[KVCache, KVCache]]:
+        """Fresh per-layer (self, cross) caches for incremental decoding."""
+        return [(KVCache(), KVCache()) for _ in self.layers]
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        causal: bool = False,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
+        return_hidden: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Run all blocks. ``[B, N, dim] -> [B, N, dim]``.
+
+        With ``return_hidden`` also returns the input and each block's output (before the final
+        norm), the ``hidden_states`` convention of transformers.
+        """
+        hidden = [x]
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else cache[i]
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = checkpoint(
+                    layer, x, mask, context, context_mask, causal, use_reentrant=False
+                )
+            else:
+                x = layer(x, mask, context, context_mask, causal, layer_cache)
+            hidden.append(x)
+        out = self.norm(x)
+        return (out, hidden) if return_hidden else out
+
+
+def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over valid positions. ``[B, N, D], [B, N] -> [B, D]``; all-masked rows give zeros."""
+    if mask is None:
+        return tokens.mean(dim=1)
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """Fixed sine/cosine position table ``[length, dim]`` (Transformer, whisper audio)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table
