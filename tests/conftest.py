@@ -15,10 +15,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
     *"abcdefghijklmnopqrstuvwxyz0123456789.,!?'",
-    "the", "a", "red", "blue", "green", "circle", "square", "triangle", "moves", "left", "right",
-    "##s", "##ed", "##ing",
+    "the",
+    "a",
+    "red",
+    "blue",
+    "green",
+    "circle",
+    "square",
+    "triangle",
+    "moves",
+    "left",
+    "right",
+    "##s",
+    "##ed",
+    "##ing",
 ]
 
 
@@ -44,12 +60,16 @@ def write_png(path: Path, size: tuple[int, int] = (48, 40), seed: int = 0) -> Pa
     return path
 
 
-def write_wav(path: Path, seconds: float = 0.5, sample_rate: int = 22050, freq: float = 440.0) -> Path:
+def write_wav(
+    path: Path, seconds: float = 0.5, sample_rate: int = 22050, freq: float = 440.0
+) -> Path:
     """A real 16-bit WAV: a tone with a little noise."""
     import soundfile as sf
 
     t = np.arange(int(seconds * sample_rate)) / sample_rate
-    wave = 0.3 * np.sin(2 * math.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    wave = 0.3 * np.sin(2 * math.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(
+        t.size
+    )
     sf.write(path, wave.astype(np.float32), sample_rate, subtype="PCM_16")
     return path
 
@@ -92,8 +112,13 @@ def tiny_hf_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (out / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
     BertTokenizerFast(vocab_file=str(out / "vocab.txt")).save_pretrained(out)
     config = BertConfig(
-        vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
     )
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).eval().save_pretrained(out)
@@ -107,8 +132,13 @@ def tiny_hf_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_vit")
     config = ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        image_size=32, patch_size=8, num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
     )
     torch.manual_seed(0)
     ViTModel(config, add_pooling_layer=False).eval().save_pretrained(out)

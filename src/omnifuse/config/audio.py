@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from omnifuse.config.base import StrictModel, TransformerDims
+
+SUBSAMPLING = 4
+"""Frames per encoder position: two stride-2 convolutions."""
 
 
 class SpecAugmentConfig(StrictModel):
@@ -35,9 +39,20 @@ class AudioProcessorConfig(StrictModel):
             raise ValueError(f"hop_length={self.hop_length} must not exceed n_fft={self.n_fft}")
         if self.n_mels > self.n_fft // 2 + 1:
             raise ValueError(
-                f"n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} FFT bins of n_fft={self.n_fft}"
+                f"n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} FFT bins "
+                f"of n_fft={self.n_fft}"
+            )
+        if self.max_frames < 1:
+            raise ValueError(
+                f"max_seconds={self.max_seconds} is shorter than one hop_length={self.hop_length} "
+                f"at sample_rate={self.sample_rate}: no feature frame would remain"
             )
         return self
+
+    @property
+    def max_frames(self) -> int:
+        """Log-mel frames of a clip of ``max_seconds`` (one frame per ``hop_length`` samples)."""
+        return round(self.max_seconds * self.sample_rate) // self.hop_length
 
 
 class AudioTransformerConfig(TransformerDims):
@@ -48,6 +63,21 @@ class AudioTransformerConfig(TransformerDims):
     max_positions: int = Field(default=512, gt=0, description="Frames after subsampling.")
     norm_eps: float = 1e-5
     pooling: Literal["mean"] = "mean"
+
+    @model_validator(mode="after")
+    def _positions_cover_clip(self) -> AudioTransformerConfig:
+        # The longest clip the processor emits must fit the position table, otherwise the
+        # error would only surface at run time on the first long clip.
+        needed = math.ceil(self.processor.max_frames / SUBSAMPLING)
+        if needed > self.max_positions:
+            seconds = self.max_positions * SUBSAMPLING * self.processor.hop_length
+            raise ValueError(
+                f"max_positions={self.max_positions} is too small for "
+                f"processor.max_seconds={self.processor.max_seconds}: such a clip gives {needed} "
+                f"positions after {SUBSAMPLING}x subsampling; set max_positions >= {needed} or "
+                f"processor.max_seconds <= {seconds / self.processor.sample_rate:g}"
+            )
+        return self
 
 
 AudioEncoderConfig = AudioTransformerConfig

@@ -27,6 +27,4 @@ class ProjectionHeadConfig(StrictModel):
     source: str = Field(default="fused", description="'fused' or a modality name.")
 
 
-HeadConfig = Annotated[
-    ClassificationHeadConfig | ProjectionHeadConfig, Field(discriminator="type")
-]
+HeadConfig = Annotated[ClassificationHeadConfig | ProjectionHeadConfig, Field(discriminator="type")]

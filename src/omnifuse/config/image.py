@@ -14,22 +14,54 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageAugmentConfig(StrictModel):
-    """Training-time augmentation (off at eval)."""
+    """Training-time augmentation (off at eval).
+
+    ``crop_scale`` bounds the area fraction of the random resized crop; ``color_jitter`` is the
+    maximum relative change of brightness, contrast and saturation.
+    """
 
     enabled: bool = False
     crop_scale: tuple[float, float] = (0.8, 1.0)
     hflip: bool = False
     color_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    @model_validator(mode="after")
+    def _scale_range(self) -> ImageAugmentConfig:
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(
+                f"crop_scale={self.crop_scale} must satisfy 0 < low <= high <= 1, e.g. (0.8, 1.0)"
+            )
+        return self
 
-class ImageProcessorConfig(StrictModel):
-    """Resize the shorter side to ``resize_size``, centre-crop ``image_size``, normalise."""
+
+class FrameConfig(StrictModel):
+    """Per-frame preprocessing shared by images and video frames.
+
+    Resize the shorter side to ``resize_size`` (bicubic), centre-crop ``image_size``, scale to
+    [0, 1] and normalise with ``mean``/``std``; ``augment`` applies when training.
+    """
 
     image_size: int = Field(default=64, gt=0)
     resize_size: int | None = Field(default=None, description="Defaults to image_size.")
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     augment: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> FrameConfig:
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ValueError(
+                f"resize_size={self.resize_size} is smaller than image_size={self.image_size}; "
+                f"use resize_size >= image_size (or leave it unset)"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std={self.std} must be positive in every channel")
+        return self
+
+
+class ImageProcessorConfig(FrameConfig):
+    """Resize the shorter side to ``resize_size``, centre-crop ``image_size``, normalise."""
 
 
 class ViTConfig(TransformerDims):

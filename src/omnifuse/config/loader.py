@@ -56,7 +56,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     close = difflib.get_close_matches(str(name_or_path), presets, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(
-        [f"{name_or_path!r} is neither a YAML file nor a preset{hint}; presets: {', '.join(presets)}"]
+        [
+            f"{name_or_path!r} is neither a YAML file nor a preset{hint}; "
+            f"presets: {', '.join(presets)}"
+        ]
     )
 
 
@@ -166,7 +169,8 @@ def _fields_at(root: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str
         if model is None:
             return []
     picked = _pick_model(model, node)
-    return list(picked.model_fields) if isinstance(picked, type) else []
+    is_model = isinstance(picked, type) and issubclass(picked, BaseModel)
+    return list(picked.model_fields) if is_model else []
 
 
 def _field_model(model: Any, name: str, node: Any) -> Any:
@@ -174,7 +178,8 @@ def _field_model(model: Any, name: str, node: Any) -> Any:
     if isinstance(model, dict):  # a dict[str, Model] field: every key maps to the value type
         return model["value"]
     model = _pick_model(model, node)
-    field = model.model_fields.get(name) if isinstance(model, type) else None
+    is_model = isinstance(model, type) and issubclass(model, BaseModel)
+    field = model.model_fields.get(name) if is_model else None
     if field is None:
         return None
     return _unwrap(field.annotation)
@@ -193,7 +198,9 @@ def _unwrap(annotation: Any) -> Any:
             members.extend(unwrapped if isinstance(unwrapped, list) else [unwrapped])
         models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
         return models[0] if len(models) == 1 else (models or None)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
 
 
 def _pick_model(model: Any, node: Any) -> Any:
@@ -202,7 +209,7 @@ def _pick_model(model: Any, node: Any) -> Any:
         return model
     tag = node.get("type") if isinstance(node, dict) else None
     for member in model:
-        field = member.model_fields.get("type")
+        field = member.model_fields.get("type") if issubclass(member, BaseModel) else None
         if field is not None and tag in typing.get_args(field.annotation):
             return member
     return model[0]

@@ -6,17 +6,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from omnifuse.config.base import StrictModel, TransformerDims
-from omnifuse.config.image import IMAGENET_MEAN, IMAGENET_STD
+from omnifuse.config.base import TransformerDims
+from omnifuse.config.image import FrameConfig
 
 
-class VideoProcessorConfig(StrictModel):
-    """Decode with PyAV, sample ``num_frames`` uniformly, resize/crop to ``image_size``."""
+class VideoProcessorConfig(FrameConfig):
+    """Decode with PyAV, sample ``num_frames`` uniformly, then transform every frame like an image.
+
+    Augmentation parameters (crop box, flip, jitter) are drawn once per clip, so all frames of a
+    clip get the same transform.
+    """
 
     num_frames: int = Field(default=8, gt=0)
-    image_size: int = Field(default=64, gt=0)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 class TubeletViTConfig(TransformerDims):
@@ -28,6 +29,7 @@ class TubeletViTConfig(TransformerDims):
     channels: int = Field(default=3, gt=0)
     processor: VideoProcessorConfig = Field(default_factory=VideoProcessorConfig)
     norm_eps: float = 1e-6
+    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"
     pooling: Literal["cls", "mean"] = "mean"
 
     @model_validator(mode="after")

@@ -51,7 +51,8 @@ class Fusion(nn.Module, ABC):
         unknown = sorted(set(encoded) - set(self.modalities))
         if unknown:
             raise ValueError(
-                f"fusion got modalities {unknown} it was not built for; configured: {self.modalities}"
+                f"fusion got modalities {unknown} it was not built for; "
+                f"configured: {self.modalities}"
             )
         if not encoded:
             raise ValueError(f"fusion needs at least one of {self.modalities}, got none")

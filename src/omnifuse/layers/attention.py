@@ -115,7 +115,7 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0
             )
-            return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+            return self._merge(out)
         has_key = allowed.any(dim=-1, keepdim=True)  # (B, 1|H, N, 1)
         # Rows with no valid key would softmax over -inf only (NaN); let them attend freely and
         # zero the result afterwards.
@@ -123,8 +123,13 @@ class MultiHeadAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=safe, dropout_p=self.dropout if self.training else 0.0
         )
-        out = out * has_key.to(out.dtype)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, dim)
+        return self._merge(out * has_key.to(out.dtype))
+
+    def _merge(self, out: Tensor) -> Tensor:
+        """``(B, H, N, Dh) -> (B, N, dim)`` then the output projection."""
+        b, _, n, _ = out.shape
+        merged: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return merged
 
 
 def _build_mask(

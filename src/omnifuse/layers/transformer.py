@@ -40,7 +40,8 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        out: Tensor = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return out
 
 
 class TransformerBlock(nn.Module):
@@ -85,8 +86,10 @@ class TransformerBlock(nn.Module):
 
     def _residual(self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor]) -> Tensor:
         if self.norm_first:
-            return x + self.drop(fn(norm(x)))
-        return norm(x + self.drop(fn(x)))  # type: ignore[no-any-return]
+            out: Tensor = x + self.drop(fn(norm(x)))
+        else:
+            out = norm(x + self.drop(fn(x)))
+        return out
 
     def forward(
         self,
@@ -110,7 +113,9 @@ class TransformerBlock(nn.Module):
         """
         self_cache, cross_cache = (None, None) if cache is None else cache
         x = self._residual(
-            x, self.attn_norm, lambda h: self.attn(h, key_mask=mask, causal=causal, cache=self_cache)
+            x,
+            self.attn_norm,
+            lambda h: self.attn(h, key_mask=mask, causal=causal, cache=self_cache),
         )
         if self.cross_attn is not None and self.cross_norm is not None:
             if context is None:
@@ -149,8 +154,15 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             TransformerBlock(
-                dim, num_heads, mlp_ratio, dropout, cross_attention, context_dim,
-                norm_first, norm_eps, activation,
+                dim,
+                num_heads,
+                mlp_ratio,
+                dropout,
+                cross_attention,
+                context_dim,
+                norm_first,
+                norm_eps,
+                activation,
             )
             for _ in range(num_layers)
         )
@@ -180,14 +192,19 @@ class TransformerStack(nn.Module):
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache[i]
             if self.gradient_checkpointing and self.training and cache is None:
-                x = checkpoint(
-                    layer, x, mask, context, context_mask, causal, use_reentrant=False
-                )
+                x = checkpoint(layer, x, mask, context, context_mask, causal, use_reentrant=False)
             else:
                 x = layer(x, mask, context, context_mask, causal, layer_cache)
             hidden.append(x)
         out = self.norm(x)
         return (out, hidden) if return_hidden else out
+
+
+def set_gradient_checkpointing(module: nn.Module, enabled: bool = True) -> None:
+    """Switch activation recomputation on every submodule that supports it (outputs unchanged)."""
+    for sub in module.modules():
+        if hasattr(sub, "gradient_checkpointing"):
+            setattr(sub, "gradient_checkpointing", enabled)  # noqa: B010 - typed as Tensor|Module
 
 
 def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
@@ -201,7 +218,9 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
     """Fixed sine/cosine position table ``[length, dim]`` (Transformer, whisper audio)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim))
+    freq = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim)
+    )
     table = torch.zeros(length, dim)
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq[: dim // 2])

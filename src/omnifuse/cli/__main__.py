@@ -1,0 +1,3 @@
+from omnifuse.cli.main import main
+
+main()

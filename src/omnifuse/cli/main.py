@@ -1,0 +1,161 @@
+"""The ``omnifuse`` command line. Each command is a typed function; its docstring is its help.
+
+User mistakes (bad config, missing file) print one clear message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from omnifuse.config import ConfigError, dump_config, list_presets, load_config
+from omnifuse.modalities.base import MediaError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="omnifuse",
+    help="Build, train, evaluate and serve multimodal models from one validated config.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Validate and inspect YAML configs.", no_args_is_help=True)
+model_app = typer.Typer(help="Build, inspect and save models.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(model_app, name="model")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+ConfigArg = Annotated[str, typer.Argument(help="YAML config file or preset name.")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. model.fusion.type=hybrid")
+]
+
+
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn user mistakes into a red message and exit status 2 (never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, MediaError, FileNotFoundError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@config_app.command("validate")
+@user_errors
+def config_validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Validate CONFIG (+ overrides); exit 0 if valid, 2 with the problems otherwise."""
+    run = load_config(config, overrides or [])
+    modalities = ", ".join(run.model.encoders.configured())
+    out.print(
+        f"[green]valid[/]: {config} (encoders: {modalities}; fusion: {run.model.fusion.type}; "
+        f"heads: {', '.join(sorted(run.model.heads)) or 'none'})"
+    )
+
+
+@config_app.command("show")
+@user_errors
+def config_show(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Print the fully resolved config (defaults filled in, overrides applied) as YAML."""
+    print(dump_config(load_config(config, overrides or [])), end="")
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the Markdown reference of every config field (the source of docs/config.md)."""
+    from omnifuse.config.docs import render_config_docs
+
+    print(render_config_docs(), end="")
+
+
+@app.command("info")
+def info() -> None:
+    """List registered encoders, fusions, heads and presets."""
+    from omnifuse.registry import list_encoders, list_fusions, list_heads
+
+    table = Table(title="omnifuse components")
+    for column in ("kind", "name", "description"):
+        table.add_column(column)
+    for spec in list_encoders():
+        table.add_row("encoder", f"{spec.modality}/{spec.type}", spec.description)
+    for name, text in list_fusions().items():
+        table.add_row("fusion", name, text)
+    for name, text in list_heads().items():
+        table.add_row("head", name, text)
+    for name in list_presets():
+        table.add_row("preset", name, "omnifuse.create_model(" + repr(name) + ")")
+    out.print(table)
+
+
+@model_app.command("summary")
+@user_errors
+def model_summary(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Build the model of CONFIG and print parameter counts per component."""
+    from omnifuse.models import create_model
+
+    model, _ = create_model(config, overrides or [])
+    table = Table(title=f"{config}: {model.num_parameters():,} parameters")
+    table.add_column("component")
+    table.add_column("parameters", justify="right")
+    parts: dict[str, nn.Module] = {f"encoders.{m}": model.encoder(m) for m in model.modalities}
+    parts["fusion"] = model.fusion
+    parts.update({f"heads.{h}": head for h, head in model.heads.items()})
+    for label, module in parts.items():
+        table.add_row(label, f"{sum(p.numel() for p in module.parameters()):,}")
+    out.print(table)
+
+
+@model_app.command("init")
+@user_errors
+def model_init(
+    config: ConfigArg,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the model to.")],
+    overrides: OverridesArg = None,
+) -> None:
+    """Build the model of CONFIG (random init, or converted HF weights) and save it to --out."""
+    from omnifuse.models import create_model, save
+
+    run = load_config(config, overrides or [])
+    model, processors = create_model(config, overrides or [])
+    path = save(out_dir, model, processors, run)
+    out.print(f"saved {model.num_parameters():,} parameters to {path}")
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo run.")] = Path(
+        "runs/demo"
+    ),
+    quick: Annotated[bool, typer.Option(help="Smaller data and model for CI.")] = False,
+) -> None:
+    """The main job: make data, build a four-modality model, run it on real files, save/load."""
+    from omnifuse.demo import run_demo
+
+    summary: dict[str, Any] = run_demo(out_dir, quick=quick)
+    out.print_json(json.dumps(summary))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

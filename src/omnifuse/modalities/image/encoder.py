@@ -1,0 +1,120 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) over non-overlapping patches.
+
+Layout follows the Hugging Face/timm ViT (conv patch embedding, a [CLS] token, learned position
+embeddings that include the [CLS] slot, pre-norm blocks, final LayerNorm), so HF checkpoints
+convert 1:1 (see :mod:`omnifuse.convert.hf_vit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from omnifuse.config.image import ViTConfig
+from omnifuse.convert.hf_vit import load_hf_vit
+from omnifuse.layers import TransformerStack
+from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
+from omnifuse.modalities.image.processor import build_image_processor
+from omnifuse.registry import register_encoder
+
+
+def require_input(inputs: Mapping[str, Tensor], key: str, modality: str) -> Tensor:
+    """``inputs[key]``, or a KeyError naming the key the encoder needs and the keys given."""
+    if key not in inputs:
+        raise KeyError(f"the {modality} encoder needs batch key {key!r}; got keys {sorted(inputs)}")
+    return inputs[key]
+
+
+class ViT(Encoder):
+    """Patch embedding + [CLS] + learned positions + :class:`TransformerStack`.
+
+    Tokens are ``[B, 1 + N, D]`` with the [CLS] token first and ``N = (S / patch_size)^2``
+    patches in row-major order; every token is valid. ``pooling="cls"`` pools the [CLS] token,
+    ``"mean"`` averages the patch tokens (the [CLS] token excluded, as in timm's ``avg`` pool).
+
+    Args:
+        config: architecture and input size (``config.processor.image_size``).
+    """
+
+    modality = "image"
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dim = config.dim
+        self.image_size = config.processor.image_size
+        num_patches = (self.image_size // config.patch_size) ** 2
+        self.patch_embed = nn.Conv2d(
+            config.channels, config.dim, config.patch_size, stride=config.patch_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, config.dim))
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = TransformerStack(
+            config.dim,
+            config.num_layers,
+            config.num_heads,
+            config.mlp_ratio,
+            config.dropout,
+            norm_first=config.norm_first,
+            norm_eps=config.norm_eps,
+            activation=config.activation,
+            final_norm=config.norm_first,  # post-norm blocks already end in a LayerNorm
+        )
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def _check_pixels(self, pixel_values: Tensor) -> None:
+        expected = (self.config.channels, self.image_size, self.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}; expected [B, "
+                f"{', '.join(map(str, expected))}] (set processor.image_size to change it)"
+            )
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` patch + [CLS] embeddings with positions."""
+        self._check_pixels(pixel_values)
+        grid: Tensor = self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))
+        patches = grid.flatten(2).transpose(1, 2)  # (B, D, g, g) -> (B, N, D)
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)
+        tokens: Tensor = self.drop(torch.cat([cls, patches], dim=1) + self.pos_embed)
+        return tokens
+
+    def forward_features(self, pixel_values: Tensor) -> Tensor:
+        """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` final (normalised) token features."""
+        out = self.blocks(self.embed(pixel_values))
+        return out if isinstance(out, Tensor) else out[0]
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """``[B, 1 + N, D]`` -> ``[B, D]`` according to ``config.pooling``."""
+        if self.config.pooling == "cls":
+            return tokens[:, 0]
+        return tokens[:, 1:].mean(dim=1)
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        """Encode ``inputs["pixel_values"]`` ``[B, C, S, S]``; other keys are ignored.
+
+        Returns:
+            tokens ``[B, 1 + N, D]``, mask ``[B, 1 + N]`` (all True), pooled ``[B, D]``.
+        """
+        tokens = self.forward_features(require_input(inputs, "pixel_values", self.modality))
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=self.pool(tokens))
+
+
+@register_encoder(
+    "image",
+    "vit",
+    processor=build_image_processor,
+    description="Vision Transformer on patches ([CLS] + learned positions); loads HF ViT weights",
+)
+def build_vit(config: ViTConfig, processor: Processor[Any], pretrained: bool) -> Encoder:
+    """A :class:`ViT`; converts ``config.pretrained`` (a local HF ViT dir) when ``pretrained``."""
+    model = ViT(config)
+    if pretrained and config.pretrained is not None:
+        load_hf_vit(model, config.pretrained)
+    return model

@@ -1,0 +1,197 @@
+"""Video processor: file (decoded with PyAV) or uint8 ``[T, H, W, 3]`` array -> sampled frames.
+
+``num_frames`` frames are sampled uniformly (the centre of each of ``num_frames`` equal
+segments, as in TSN); a shorter clip keeps all its frames and is padded at collate time with
+``frame_mask`` False. Every frame goes through the image :class:`FrameTransform`, with one
+augmentation draw per clip so that all frames of a clip are cropped/flipped alike.
+
+Memory: frames are decoded in order and only the sampled ones are converted and kept (already
+resized), and decoding stops after the last sampled frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
+from omnifuse.modalities.base import MediaError, Processor
+from omnifuse.modalities.image.processor import ARRAY_SOURCE, image_from_array
+from omnifuse.modalities.image.transforms import AugmentParams, FrameTransform, to_rgb
+
+FrameFn = Callable[[Image.Image], Tensor]
+"""One decoded frame -> ``[3, S, S]``."""
+
+
+def uniform_indices(total: int, num: int) -> list[int]:
+    """``num`` frame indices spread uniformly over ``total`` frames (segment centres).
+
+    A clip with ``total <= num`` frames keeps all of them. Example: 12 frames, 8 samples ->
+    ``[0, 2, 3, 5, 6, 8, 9, 11]``.
+    """
+    if total <= num:
+        return list(range(total))
+    return [((2 * k + 1) * total) // (2 * num) for k in range(num)]
+
+
+def _open(path: Path) -> Any:
+    """An open PyAV container and its first video stream (container must be closed)."""
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(path, f"cannot open video: {err}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(path, "no video stream in file")
+    return container
+
+
+def count_frames(path: Path) -> int:
+    """Frames in the first video stream: container metadata, else a demux-only packet count."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if stream.frames > 0:
+            return int(stream.frames)
+        try:  # e.g. WebM/MKV carry no frame count; demuxing is cheap, decoding is not
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+        except av.error.FFmpegError as err:
+            raise MediaError(path, f"cannot read video packets: {err}") from None
+
+
+def _decode(path: Path, indices: Sequence[int], frame_fn: FrameFn) -> tuple[list[Tensor], int]:
+    """Transform the frames at ``indices``; also return how many frames were decoded."""
+    wanted, last = set(indices), max(indices, default=-1)
+    frames: list[Tensor] = []
+    decoded = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if decoded in wanted:
+                    frames.append(frame_fn(frame.to_image()))
+                decoded += 1
+                if decoded > last:
+                    break
+        except av.error.FFmpegError as err:
+            raise MediaError(path, f"cannot decode video frame {decoded}: {err}") from None
+    return frames, decoded
+
+
+def decode_video(path: str | Path, num_frames: int, frame_fn: FrameFn) -> list[Tensor]:
+    """Uniformly sample up to ``num_frames`` frames of a video file, each through ``frame_fn``.
+
+    Raises:
+        MediaError: missing file, no video stream, undecodable data or no frames.
+    """
+    path = Path(path)
+    total = count_frames(path)
+    indices = uniform_indices(total, num_frames)
+    frames, decoded = _decode(path, indices, frame_fn)
+    if len(frames) < len(indices) and decoded > 0:
+        # The metadata promised more frames than the stream holds: sample the real count.
+        frames, _ = _decode(path, uniform_indices(decoded, num_frames), frame_fn)
+    if not frames:
+        raise MediaError(path, "video has no decodable frames")
+    return frames
+
+
+def frames_from_array(
+    array: np.ndarray[Any, Any], num_frames: int, frame_fn: FrameFn
+) -> list[Tensor]:
+    """Uniformly sample a uint8 ``[T, H, W, 3]`` array, each frame through ``frame_fn``."""
+    if array.ndim != 4 or array.shape[0] == 0:
+        raise MediaError(
+            ARRAY_SOURCE, f"video array shape is {array.shape}; expected [T, H, W, 3] with T > 0"
+        )
+    indices = uniform_indices(array.shape[0], num_frames)
+    return [frame_fn(image_from_array(array[i])) for i in indices]
+
+
+class VideoProcessor(Processor[Tensor]):
+    """Raw videos -> ``{"pixel_values": [B, T, 3, S, S], "frame_mask": [B, T]}``.
+
+    ``load`` returns ``[t, 3, S, S]`` with ``t <= num_frames``; ``collate`` pads to
+    ``T = num_frames`` with zero frames marked False in ``frame_mask``.
+
+    Args:
+        config: frame sampling and per-frame preprocessing settings.
+        generator: source of augmentation randomness; None uses torch's global generator.
+    """
+
+    modality = "video"
+
+    def __init__(
+        self, config: VideoProcessorConfig, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.num_frames = config.num_frames
+        self.generator = generator
+        self.transform = FrameTransform(config)
+
+    @property
+    def augmenting(self) -> bool:
+        """Whether :meth:`load` applies random augmentation now."""
+        return self.training and self.config.augment.enabled
+
+    def _clip_transform(self) -> FrameFn:
+        """A frame function that draws augmentation once, at the clip's first frame."""
+        drawn: list[AugmentParams] = []
+
+        def apply(image: Image.Image) -> Tensor:
+            image = to_rgb(image)
+            if self.augmenting and not drawn:
+                drawn.append(self.transform.sample(image.width, image.height, self.generator))
+            return self.transform(image, drawn[0] if drawn else None)
+
+        return apply
+
+    def load(self, raw: str | Path | np.ndarray[Any, Any]) -> Tensor:
+        """One video (path or uint8 ``[T, H, W, 3]`` array) -> ``[t, 3, S, S]``, t <= num_frames.
+
+        Raises:
+            MediaError: the input cannot be decoded (names the path).
+        """
+        if isinstance(raw, str | Path):
+            frames = decode_video(raw, self.num_frames, self._clip_transform())
+        elif isinstance(raw, np.ndarray):
+            frames = frames_from_array(raw, self.num_frames, self._clip_transform())
+        else:
+            raise TypeError(
+                f"cannot load a video from {type(raw).__name__}; "
+                "valid inputs: a path or a uint8 [T, H, W, 3] numpy array"
+            )
+        return torch.stack(frames)
+
+    def collate(self, samples: Sequence[Tensor]) -> dict[str, Tensor]:
+        """``[t_i, 3, S, S]`` clips -> padded ``pixel_values`` ``[B, T, 3, S, S]`` and
+        ``frame_mask`` ``[B, T]`` (True at real frames), ``T = num_frames``."""
+        if len(samples) == 0:
+            raise ValueError("cannot collate an empty list of videos")
+        frame_shapes = {tuple(s.shape[1:]) for s in samples}
+        if len(frame_shapes) > 1:
+            raise ValueError(f"video frames have different shapes {sorted(frame_shapes)}")
+        longest = max(s.shape[0] for s in samples)
+        if longest > self.num_frames:
+            raise ValueError(f"a clip has {longest} frames; at most num_frames={self.num_frames}")
+        pixels = samples[0].new_zeros((len(samples), self.num_frames, *frame_shapes.pop()))
+        mask = torch.zeros(len(samples), self.num_frames, dtype=torch.bool)
+        for i, clip in enumerate(samples):
+            pixels[i, : clip.shape[0]] = clip
+            mask[i, : clip.shape[0]] = True
+        return {"pixel_values": pixels, "frame_mask": mask}
+
+
+def build_video_processor(config: TubeletViTConfig) -> VideoProcessor:
+    """The processor of a video encoder config."""
+    return VideoProcessor(config.processor)

@@ -1,0 +1,70 @@
+"""Config -> parts -> :class:`MultimodalModel`. The only place configs meet constructors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from omnifuse.config.loader import load_config
+from omnifuse.config.model import ModelConfig
+from omnifuse.modalities.base import Encoder, Processor
+from omnifuse.models.multimodal import MultimodalModel
+from omnifuse.registry import encoder_spec, fusion_builder, head_builder
+
+Processors = dict[str, Processor[Any]]
+
+
+def build_processors(config: ModelConfig) -> Processors:
+    """One processor per configured modality, from its encoder config."""
+    processors: Processors = {}
+    for modality in config.encoders.configured():
+        cfg = getattr(config.encoders, modality)
+        processors[modality] = encoder_spec(modality, cfg.type).build_processor(cfg)
+    return processors
+
+
+def build_encoders(
+    config: ModelConfig, processors: Processors, pretrained: bool = True
+) -> dict[str, Encoder]:
+    """One encoder per configured modality; ``pretrained`` loads external weights if set."""
+    encoders = {}
+    for modality in config.encoders.configured():
+        cfg = getattr(config.encoders, modality)
+        spec = encoder_spec(modality, cfg.type)
+        encoders[modality] = spec.build_encoder(cfg, processors[modality], pretrained)
+    return encoders
+
+
+def build_model(config: ModelConfig, pretrained: bool = True) -> tuple[MultimodalModel, Processors]:
+    """Build a model and its matching processors from a validated :class:`ModelConfig`.
+
+    Args:
+        config: the model section of a run config.
+        pretrained: load external weights named in the config (HF checkpoints). ``False``
+            builds the architecture only, e.g. before loading omnifuse's own weights.
+    """
+    processors = build_processors(config)
+    encoders = build_encoders(config, processors, pretrained)
+    fusion = fusion_builder(config.fusion.type)(
+        config.fusion, {m: e.dim for m, e in encoders.items()}
+    )
+    heads: dict[str, nn.Module] = {}
+    for name, head_cfg in sorted(config.heads.items()):
+        in_dim = fusion.dim if head_cfg.source == "fused" else encoders[head_cfg.source].dim
+        heads[name] = head_builder(head_cfg.type)(head_cfg, in_dim)
+    sources = {name: cfg.source for name, cfg in config.heads.items()}
+    return MultimodalModel(encoders, fusion, heads, sources, config), processors
+
+
+def create_model(
+    name_or_path: str | Path, overrides: Sequence[str] = (), pretrained: bool = True
+) -> tuple[MultimodalModel, Processors]:
+    """Build the model of a preset name or YAML config file, with dotted overrides.
+
+    Example:
+        >>> model, processors = create_model("tiny", ["model.fusion.type=hybrid"])
+    """
+    return build_model(load_config(name_or_path, overrides).model, pretrained)

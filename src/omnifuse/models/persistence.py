@@ -1,0 +1,143 @@
+"""Save/load a model as a directory: ``config.yaml`` + ``model.safetensors`` + per-modality
+asset folders (tokenizer, HF configs). No pickle anywhere.
+
+Writes go to a temporary sibling directory that is renamed into place, so a crash never leaves a
+half-written model behind the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from pydantic import BaseModel
+from safetensors.torch import load_model, save_model
+
+from omnifuse.config.loader import ConfigError, validate_config
+from omnifuse.config.run import RunConfig
+from omnifuse.models.builder import Processors, build_model
+from omnifuse.models.multimodal import MultimodalModel
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class Pretrained(NamedTuple):
+    """What :func:`load` returns: a model and the processors that match it."""
+
+    model: MultimodalModel
+    processors: Processors
+    config: RunConfig
+
+
+def save(
+    directory: str | Path,
+    model: MultimodalModel,
+    processors: Processors,
+    config: RunConfig | None = None,
+) -> Path:
+    """Write ``model`` (+ processors) to ``directory`` atomically; returns the directory.
+
+    Args:
+        directory: target directory (replaced if it exists).
+        model: the model to save.
+        processors: its processors (tokenizers etc. are written next to the weights).
+        config: the full run config to record; defaults to one holding only ``model.config``.
+    """
+    target = Path(directory).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run = (config if config is not None else RunConfig(model=model.config)).model_copy(deep=True)
+    resolve_paths(run, Path.cwd())  # user paths stay valid wherever the directory is loaded from
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        data = run.model_dump(mode="json")
+        encoders = data["model"]["encoders"]
+        for modality in model.modalities:
+            folder = tmp / modality
+            folder.mkdir()
+            updates = processors[modality].save(folder) if modality in processors else {}
+            _deep_merge(updates, model.encoder(modality).save_assets(folder))
+            _deep_merge(encoders[modality], _relative(updates, tmp))
+        data["format_version"] = FORMAT_VERSION
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+        save_model(model, str(tmp / WEIGHTS_FILE))
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load(directory: str | Path) -> Pretrained:
+    """Load a saved model directory: ``model, processors, config = omnifuse.load(path)``.
+
+    The model is in eval mode; processors are in eval mode (no augmentation).
+    """
+    path = Path(directory)
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError([f"{path} is not an omnifuse model directory (no {CONFIG_FILE})"])
+    data = yaml.safe_load(config_file.read_text()) or {}
+    version = data.pop("format_version", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise ConfigError([f"{path} was saved by a newer omnifuse (format {version})"])
+    config = validate_config(data, source=str(config_file))
+    resolve_paths(config, path.resolve())
+    model, processors = build_model(config.model, pretrained=False)
+    load_model(model, str(path / WEIGHTS_FILE), strict=True)
+    for processor in processors.values():
+        processor.eval()
+    return Pretrained(model.eval(), processors, config)
+
+
+def resolve_paths(config: BaseModel, base: Path) -> None:
+    """Make every relative ``Path`` field of ``config`` (recursively) absolute under ``base``."""
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            setattr(config, name, base / value)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(config, name, [v if v.is_absolute() else base / v for v in value])
+        elif isinstance(value, BaseModel):
+            resolve_paths(value, base)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    resolve_paths(item, base)
+
+
+def _relative(updates: Any, base: Path) -> Any:
+    """Paths inside ``base`` become strings relative to it (so the directory can move)."""
+    if isinstance(updates, dict):
+        return {k: _relative(v, base) for k, v in updates.items()}
+    if isinstance(updates, list):
+        return [_relative(v, base) for v in updates]
+    if isinstance(updates, Path):
+        resolved = updates.resolve()
+        return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(updates)
+    return updates
+
+
+def _deep_merge(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``; an existing ``dst`` is swapped out first, then removed."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
