@@ -110,7 +110,7 @@ def tiny_hf_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_bert")
     (out / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    BertTokenizerFast(vocab_file=str(out / "vocab.txt")).save_pretrained(out)
+    BertTokenizerFast(vocab=str(out / "vocab.txt")).save_pretrained(out)
     config = BertConfig(
         vocab_size=len(TINY_VOCAB),
         hidden_size=32,

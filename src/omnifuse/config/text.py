@@ -14,8 +14,9 @@ class TokenizerConfig(StrictModel):
     """How text becomes token ids.
 
     ``byte`` needs no training (256 byte ids + specials); ``bpe``/``wordpiece`` are trained with
-    HF ``tokenizers`` on ``corpus`` unless ``path`` points at a saved ``tokenizer.json``;
-    ``pretrained`` loads a local HF tokenizer directory from ``path``.
+    HF ``tokenizers`` on ``corpus`` unless ``path`` points at a saved ``tokenizer.json`` (which
+    takes precedence, for ``byte`` too); ``pretrained`` loads a local HF tokenizer directory from
+    ``path`` (``vocab_size`` and ``lowercase`` then come from that directory).
     """
 
     type: Literal["byte", "bpe", "wordpiece", "pretrained"] = "byte"
@@ -28,7 +29,15 @@ class TokenizerConfig(StrictModel):
     @model_validator(mode="after")
     def _needs_source(self) -> TokenizerConfig:
         if self.type == "pretrained" and self.path is None:
-            raise ValueError("tokenizer.type='pretrained' needs tokenizer.path (a local HF directory)")
+            raise ValueError(
+                "tokenizer.type='pretrained' needs tokenizer.path (a local HF directory)"
+            )
+        if self.type in ("bpe", "wordpiece") and self.path is None and not self.corpus:
+            raise ValueError(
+                f"tokenizer.type={self.type!r} needs tokenizer.path (a saved tokenizer.json) or "
+                "tokenizer.corpus (text files to train on); or use tokenizer.type='byte', "
+                "which needs no training"
+            )
         return self
 
 
@@ -48,14 +57,38 @@ class TextTransformerConfig(TransformerDims):
         description="Local HF BERT directory converted into this encoder (dims must match).",
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> TextTransformerConfig:
+        if self.tokenizer.max_length > self.max_positions:
+            raise ValueError(
+                f"tokenizer.max_length={self.tokenizer.max_length} exceeds "
+                f"max_positions={self.max_positions}: raise max_positions or lower max_length"
+            )
+        if self.pretrained is not None and self.tokenizer.type != "pretrained":
+            # A checkpoint's embedding rows only mean something with its own vocabulary.
+            raise ValueError(
+                f"pretrained={str(self.pretrained)!r} needs the checkpoint's tokenizer, not "
+                f"tokenizer.type={self.tokenizer.type!r}: set tokenizer.type='pretrained' and "
+                f"tokenizer.path={str(self.pretrained)!r}"
+            )
+        return self
+
 
 class TextHFConfig(StrictModel):
     """Adapter around any local Hugging Face ``AutoModel`` directory (e.g. MiniLM)."""
 
     type: Literal["hf"] = "hf"
     path: Path = Field(description="Local HF model directory (config.json + weights + tokenizer).")
+    tokenizer: Path | None = Field(
+        default=None, description="Local HF tokenizer directory; defaults to ``path``."
+    )
     pooling: Literal["cls", "mean"] = "mean"
-    max_length: int = Field(default=128, gt=1)
+    max_length: int | None = Field(
+        default=None,
+        gt=1,
+        description="Truncate longer texts (tokens); default: the model's "
+        "max_position_embeddings, at most 512.",
+    )
     freeze: bool = False
 
 
