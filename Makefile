@@ -40,6 +40,7 @@ docs: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.presets
+	$(BIN)/python -m benchmarks.loader_throughput
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,151 @@
+"""Raw sample -> processed sample through the model's processors, and the bad-sample policy.
+
+Media read from shards are bytes; they are written to a short-lived temporary file (in
+``/dev/shm`` when available) and given to the processor as a path, so shards and local manifests
+go through exactly the same processor code.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from omnifuse.data.collate import LoadedSample, TargetField
+from omnifuse.data.sources import Media, RawSample
+from omnifuse.modalities.base import MediaError, Processor
+
+BAD_FRACTION_WARMUP = 100
+"""Samples seen before the bad-sample fraction is enforced mid-epoch (always at epoch end)."""
+
+_SPILL_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
+class TooManyBadSamples(RuntimeError):
+    """More than ``max_bad_fraction`` of the samples seen were bad (``on_bad_sample=skip``)."""
+
+
+@dataclass(frozen=True)
+class BadSamplePolicy:
+    """What to do with a sample whose media cannot be loaded.
+
+    Attributes:
+        mode: ``error`` raises the :class:`MediaError` (path and reason); ``skip`` drops the
+            sample, counts and logs it.
+        max_fraction: With ``skip``, the most bad samples tolerated, as a fraction of those seen.
+        warmup: Samples seen before the fraction is enforced mid-epoch.
+    """
+
+    mode: Literal["error", "skip"] = "error"
+    max_fraction: float = 0.01
+    warmup: int = BAD_FRACTION_WARMUP
+
+    def check(self, bad: int, seen: int, examples: list[str], final: bool = False) -> None:
+        """Raise :class:`TooManyBadSamples` if ``bad`` is over the tolerated share of ``seen``."""
+        if bad == 0 or bad <= self.max_fraction * seen or (seen < self.warmup and not final):
+            return
+        shown = "\n".join(f"  - {e}" for e in examples[:5])
+        raise TooManyBadSamples(
+            f"{bad} of {seen} samples ({bad / seen:.1%}) could not be loaded, more than "
+            f"max_bad_fraction={self.max_fraction}; first ones:\n{shown}\n"
+            "Run `omnifuse data check` on the manifest to list every problem."
+        )
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Seed the CPU RNGs of torch, numpy and ``random`` for a block, then restore them.
+
+    Processors draw augmentation from these global generators; seeding per sample makes
+    augmentation a function of (seed, epoch, worker, position), so a resumed run repeats it, and
+    restoring keeps the caller's random stream untouched (matters with ``num_workers=0``).
+    """
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    torch.default_generator.manual_seed(seed)
+    np.random.seed(seed % (1 << 32))
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+@contextmanager
+def _as_path(media: Media) -> Iterator[Path]:
+    """A path to the media: itself, or a temporary file holding shard bytes."""
+    if isinstance(media, Path):
+        yield media
+        return
+    payload, suffix = media
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=_SPILL_DIR)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
+class SampleDecoder:
+    """Loads a :class:`RawSample` with the processors and encodes its targets.
+
+    Args:
+        processors: Modality -> processor; shallow copies are kept so that this decoder's
+            train/eval mode does not affect other users of the same processors.
+        fields: Target fields to encode.
+        training: Put the processors in training mode (augmentation).
+    """
+
+    def __init__(
+        self,
+        processors: Mapping[str, Processor[Any]],
+        fields: Mapping[str, TargetField],
+        training: bool = False,
+    ) -> None:
+        self.processors = {m: copy.copy(p).train(training) for m, p in sorted(processors.items())}
+        self.fields = dict(fields)
+        self.training = training
+
+    def decode(self, raw: RawSample, seed: int | None = None) -> LoadedSample:
+        """Process one sample; ``seed`` (training only) fixes its augmentation.
+
+        Raises:
+            MediaError: unreadable media, empty text, a bad target value; names the file or
+                shard member and the sample's manifest line.
+        """
+        if seed is None or not self.training:
+            return self._decode(raw)
+        with seeded_rng(seed):
+            return self._decode(raw)
+
+    def _decode(self, raw: RawSample) -> LoadedSample:
+        inputs: dict[str, Any] = {}
+        for modality, processor in self.processors.items():
+            value: Any = raw.fields.get("text") if modality == "text" else raw.media.get(modality)
+            if value is not None:
+                inputs[modality] = self._load(processor, modality, value, raw)
+        targets = {n: f.encode(raw.fields.get(n), raw.source) for n, f in self.fields.items()}
+        return LoadedSample(raw.id, inputs, targets)
+
+    def _load(self, processor: Processor[Any], modality: str, value: Any, raw: RawSample) -> Any:
+        try:
+            if modality == "text":
+                return processor.load(value)
+            with _as_path(value) as path:
+                return processor.load(path)
+        except MediaError as err:
+            where = f"{raw.source} ({modality})" if isinstance(value, tuple) else err.source
+            raise MediaError(where, f"{err.reason} [sample {raw.id!r}, {raw.source}]") from None
