@@ -21,16 +21,7 @@ from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import open_source, source_card
 from omnifuse.data.streaming import StreamingDataset, StreamingLoader, distributed_rank
 from omnifuse.modalities.base import Processor
-from omnifuse.registry import encoder_spec
-
-
-def build_processors(model: ModelConfig) -> dict[str, Processor[Any]]:
-    """One processor per configured encoder, keyed by modality."""
-    processors: dict[str, Processor[Any]] = {}
-    for modality in model.encoders.configured():
-        config = getattr(model.encoders, modality)
-        processors[modality] = encoder_spec(modality, config.type).build_processor(config)
-    return processors
+from omnifuse.registry import build_processors
 
 
 def resolve_card(data: DataConfig) -> DatasetCard:
