@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from omnifuse.cli.data import app as data_app
 from omnifuse.config import ConfigError, dump_config, list_presets, load_config
 from omnifuse.modalities.base import MediaError
 
@@ -33,6 +34,7 @@ config_app = typer.Typer(help="Validate and inspect YAML configs.", no_args_is_h
 model_app = typer.Typer(help="Build, inspect and save models.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
