@@ -22,9 +22,9 @@ from omnifuse.models import build_model, load, save
 from omnifuse.models.multimodal import MultimodalModel
 
 FUSIONS = {
-    "concat": ["model.fusion.type=concat"],
-    "parallel": ["model.fusion={type: parallel, dim: 128, pooling: gated}"],
-    "hybrid": ["model.fusion.type=hybrid", "model.fusion.mode=co_attention"],
+    "concat": "{{type: concat, dim: {dim}, num_layers: 2, num_heads: 4}}",
+    "parallel": "{{type: parallel, dim: {dim}, pooling: gated}}",
+    "hybrid": "{{type: hybrid, mode: co_attention, dim: {dim}, num_layers: 2, num_heads: 4}}",
 }
 
 
@@ -63,11 +63,9 @@ def run_demo(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     batch = next(iter(OmnifuseDataModule(run.data, processors=processors).val_dataloader()))
     inputs = batch["inputs"]
     rows = []
-    for name, overrides in FUSIONS.items():
-        fusion_overrides = [
-            o.replace("dim: 128", f"dim: {run.model.fusion.dim}") for o in overrides
-        ]
-        fused_model, _ = build_model(load_config(preset, [*data, *fusion_overrides]).model)
+    for name, template in FUSIONS.items():
+        fusion = "model.fusion=" + template.format(dim=run.model.fusion.dim)
+        fused_model, _ = build_model(load_config(preset, [*data, fusion]).model)
         ms = _time_forward(fused_model, inputs)
         rows.append((name, fused_model.num_parameters(), ms))
     saved = save(out_dir / "model", model, processors, run)
