@@ -35,6 +35,11 @@ class DataConfig(StrictModel):
         description="Target fields to load (e.g. [label, captions]); default: every non-input "
         "field of the card.",
     )
+    text_field: str = Field(
+        default="text",
+        description="Manifest field fed to the text encoder (e.g. `question` for VQA, so the "
+        "model reads the question while `answer` is the target).",
+    )
     batch_size: int = Field(default=16, gt=0)
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
     pin_memory: bool = Field(default=False, description="Pin batches in page-locked memory (GPU).")

@@ -65,7 +65,9 @@ def build_loader(
     world = distributed_rank()[1] if world_size is None else world_size
     dataset = StreamingDataset(
         open_source(path, card),
-        SampleDecoder(processors, fields, training=train and data.augment),
+        SampleDecoder(
+            processors, fields, training=train and data.augment, text_field=data.text_field
+        ),
         data.batch_size,
         shuffle=train and data.shuffle,
         shuffle_buffer=data.shuffle_buffer,

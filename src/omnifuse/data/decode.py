@@ -107,6 +107,7 @@ class SampleDecoder:
             train/eval mode does not affect other users of the same processors.
         fields: Target fields to encode.
         training: Put the processors in training mode (augmentation).
+        text_field: The row field fed to the text processor (``text`` unless configured).
     """
 
     def __init__(
@@ -114,10 +115,12 @@ class SampleDecoder:
         processors: Mapping[str, Processor[Any]],
         fields: Mapping[str, TargetField],
         training: bool = False,
+        text_field: str = "text",
     ) -> None:
         self.processors = {m: copy.copy(p).train(training) for m, p in sorted(processors.items())}
         self.fields = dict(fields)
         self.training = training
+        self.text_field = text_field
 
     def decode(self, raw: RawSample, seed: int | None = None) -> LoadedSample:
         """Process one sample; ``seed`` (training only) fixes its augmentation.
@@ -134,7 +137,9 @@ class SampleDecoder:
     def _decode(self, raw: RawSample) -> LoadedSample:
         inputs: dict[str, Any] = {}
         for modality, processor in self.processors.items():
-            value: Any = raw.fields.get("text") if modality == "text" else raw.media.get(modality)
+            value: Any = (
+                raw.fields.get(self.text_field) if modality == "text" else raw.media.get(modality)
+            )
             if value is not None:
                 inputs[modality] = self._load(processor, modality, value, raw)
         targets = {n: f.encode(raw.fields.get(n), raw.source) for n, f in self.fields.items()}
