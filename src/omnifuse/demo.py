@@ -30,7 +30,8 @@ FUSIONS = {
 
 def _fused(model: MultimodalModel, inputs: dict[str, Any]) -> torch.Tensor:
     with torch.no_grad():
-        return model.eval()(inputs).fused.pooled
+        pooled: torch.Tensor = model.eval()(inputs).fused.pooled
+    return pooled
 
 
 def _time_forward(model: MultimodalModel, inputs: dict[str, Any], repeats: int = 3) -> float:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from omnifuse.config.model import ModelConfig
 from omnifuse.fusion.base import Fusion
 from omnifuse.modalities.base import Encoder, Processor
 
@@ -22,8 +23,28 @@ EncoderBuilder = Callable[[Any, Processor[Any], bool], Encoder]
 ProcessorBuilder = Callable[[Any], Processor[Any]]
 FusionBuilder = Callable[[Any, Mapping[str, int]], Fusion]
 """``(fusion config, encoder widths keyed by modality) -> Fusion``."""
-HeadBuilder = Callable[[Any, int], nn.Module]
-"""``(head config, input width) -> head module``."""
+
+
+@dataclass(frozen=True)
+class HeadContext:
+    """What a head builder may need besides its own config.
+
+    Attributes:
+        in_dim: width of the features the head reads (fusion ``dim`` or its source encoder's).
+        model: the whole model config (e.g. the source encoder's patch size).
+        processors: the model's processors keyed by modality (e.g. the text tokenizer, whose
+            vocabulary size and special ids LM heads need).
+    """
+
+    in_dim: int
+    model: ModelConfig
+    processors: Mapping[str, Processor[Any]]
+
+
+HeadBuilder = Callable[[Any, HeadContext], nn.Module]
+"""``(head config, build context) -> head module``; what :func:`head_builder` returns."""
+WidthHeadBuilder = Callable[[Any, int], nn.Module]
+"""``(head config, input width) -> head module``: heads that need nothing else."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,14 +108,29 @@ def register_fusion(type: str, description: str) -> Callable[[FusionBuilder], Fu
     return wrap
 
 
-def register_head(type: str, description: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    """Decorator registering a head builder under its config ``type``."""
+def register_head(type: str, description: str, context: bool = False) -> Callable[[F], F]:
+    """Decorator registering a head builder under its config ``type``.
 
-    def wrap(fn: HeadBuilder) -> HeadBuilder:
-        _HEADS[type] = (fn, description)
+    Args:
+        type: the head config's ``type``.
+        description: one line for ``omnifuse list``.
+        context: the builder takes ``(config, HeadContext)`` (a :data:`HeadBuilder`); by
+            default it takes ``(config, in_dim)`` (a :data:`WidthHeadBuilder`).
+    """
+
+    def wrap(fn: F) -> F:
+        build: HeadBuilder = fn if context else _with_width(fn)
+        _HEADS[type] = (build, description)
         return fn
 
     return wrap
+
+
+def _with_width(fn: WidthHeadBuilder) -> HeadBuilder:
+    def build(config: Any, ctx: HeadContext) -> nn.Module:
+        return fn(config, ctx.in_dim)
+
+    return build
 
 
 def _unknown(kind: str, name: str, choices: list[str]) -> KeyError:
@@ -109,6 +145,15 @@ def encoder_spec(modality: str, type: str) -> EncoderSpec:
         choices = sorted(t for m, t in _ENCODERS if m == modality)
         raise _unknown(f"{modality} encoder", type, choices)
     return spec
+
+
+def build_processors(config: ModelConfig) -> dict[str, Processor[Any]]:
+    """One processor per configured encoder, keyed by modality (built from its encoder config)."""
+    processors: dict[str, Processor[Any]] = {}
+    for modality in config.encoders.configured():
+        cfg = getattr(config.encoders, modality)
+        processors[modality] = encoder_spec(modality, cfg.type).build_processor(cfg)
+    return processors
 
 
 def fusion_builder(type: str) -> FusionBuilder:

@@ -115,6 +115,13 @@ def test_task_must_use_existing_head(tmp_path: Path) -> None:
         load_config(write(tmp_path, minimal()), ["tasks.t.head=nope"])
 
 
+def test_unknown_task_key_suggests_the_field() -> None:
+    with pytest.raises(
+        ConfigError, match=r"tasks\.t\.tagret: unknown key \(did you mean 'target'\?\)"
+    ):
+        load_config("tiny", ["tasks.t.head=classify", "tasks.t.tagret=label"])
+
+
 def test_no_encoder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="configure at least one of audio, image, text, video"):
         load_config(write(tmp_path, {"model": {"encoders": {}}}))

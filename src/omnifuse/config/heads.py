@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from omnifuse.config.base import StrictModel
+from omnifuse.config.base import StrictModel, TransformerDims
 
 
 class ClassificationHeadConfig(StrictModel):
@@ -27,4 +27,54 @@ class ProjectionHeadConfig(StrictModel):
     source: str = Field(default="fused", description="'fused' or a modality name.")
 
 
-HeadConfig = Annotated[ClassificationHeadConfig | ProjectionHeadConfig, Field(discriminator="type")]
+class MLMHeadConfig(StrictModel):
+    """Masked-LM head (BERT): dense + GELU + LayerNorm + linear to the text vocabulary.
+
+    The vocabulary size comes from the text encoder's tokenizer at build time.
+    """
+
+    type: Literal["mlm"] = "mlm"
+    source: str = Field(
+        default="text",
+        description="'text' (text encoder tokens) or 'fused' (the text segment of a concat "
+        "fusion's tokens).",
+    )
+    norm_eps: float = Field(default=1e-5, gt=0.0)
+
+
+class ReconstructionHeadConfig(StrictModel):
+    """Linear map from encoder tokens to the pixels of a patch or the log-mel frames of a token.
+
+    The output width comes from the source encoder: ``patch_size**2 * channels`` for a ViT,
+    ``4 * n_mels`` (four frames per token) for the audio Transformer.
+    """
+
+    type: Literal["reconstruction"] = "reconstruction"
+    source: str = Field(default="image", description="'image' or 'audio'.")
+
+
+class CaptionDecoderConfig(TransformerDims):
+    """Causal Transformer decoder cross-attending to the fused tokens (captioning, ASR).
+
+    Uses the text encoder's tokenizer (vocabulary size, BOS/EOS/PAD ids) at build time.
+    """
+
+    type: Literal["caption_decoder"] = "caption_decoder"
+    source: str = Field(default="fused", description="'fused' or a modality name.")
+    max_length: int = Field(
+        default=32, gt=1, description="Longest target in tokens (EOS included); position table."
+    )
+    tie_embeddings: bool = Field(
+        default=True, description="Share the token embedding with the output projection."
+    )
+    norm_eps: float = Field(default=1e-5, gt=0.0)
+
+
+HeadConfig = Annotated[
+    ClassificationHeadConfig
+    | ProjectionHeadConfig
+    | MLMHeadConfig
+    | ReconstructionHeadConfig
+    | CaptionDecoderConfig,
+    Field(discriminator="type"),
+]

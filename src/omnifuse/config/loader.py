@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from omnifuse.config.run import RunConfig
+from omnifuse.config.tasks import DEFAULT_TASK_TYPE
 
 
 class ConfigError(ValueError):
@@ -147,7 +148,8 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[Any], Any]:
     clean: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("type") == part:
+        tag = node.get("type", _implied_type(clean)) if isinstance(node, dict) else None
+        if isinstance(node, dict) and part not in node and tag == part:
             continue  # discriminated-union tag inserted by pydantic
         clean.append(part)
         if isinstance(node, dict):
@@ -157,6 +159,11 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[Any], Any]:
         else:
             node = None
     return clean, node
+
+
+def _implied_type(path: list[Any]) -> str | None:
+    """Tasks without ``type`` are classification tasks (see :mod:`omnifuse.config.tasks`)."""
+    return DEFAULT_TASK_TYPE if len(path) == 2 and path[0] == "tasks" else None
 
 
 def _fields_at(root: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:

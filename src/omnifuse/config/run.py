@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 from omnifuse.config.base import StrictModel
 from omnifuse.config.data import DataConfig
 from omnifuse.config.model import ModelConfig
-from omnifuse.config.tasks import TaskConfig
+from omnifuse.config.tasks import TaskConfig, task_problems
 from omnifuse.config.training import TrainingConfig
 
 
@@ -17,16 +17,19 @@ class RunConfig(StrictModel):
     name: str = "omnifuse"
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
-    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+    tasks: dict[str, TaskConfig] = Field(
+        default_factory=dict, description="Named training tasks (see docs/tasks.md)."
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @model_validator(mode="after")
-    def _tasks_use_heads(self) -> RunConfig:
-        heads = sorted(self.model.heads)
-        for name, task in self.tasks.items():
-            if task.head is not None and task.head not in self.model.heads:
-                raise ValueError(
-                    f"tasks.{name}.head={task.head!r} is not in model.heads; "
-                    f"valid choices: {', '.join(repr(h) for h in heads) or '(no heads configured)'}"
-                )
+    def _tasks_fit_model(self) -> RunConfig:
+        """Every task's heads exist and have the right type; its modalities are configured."""
+        problems = [
+            line
+            for name, task in self.tasks.items()
+            for line in task_problems(name, task, self.model)
+        ]
+        if problems:
+            raise ValueError("\n  - ".join(problems))
         return self

@@ -1,18 +1,334 @@
-"""Task configs: which objective trains which head on which data (see the training issue)."""
+"""Task configs: which objective trains which model heads on which inputs (``tasks:`` section).
+
+A run trains one or more named tasks, e.g.::
+
+    tasks:
+      itc: {type: contrastive, a: image, b: text, head_a: image_embed, head_b: text_embed}
+      cls: {type: classification, head: classify, target: label, weight: 0.5}
+
+Tasks hold objective settings only; prediction modules are model heads (``model.heads``)
+referenced by name. :func:`task_problems` checks a task against the model section; the run
+config calls it, so every mistake is a config error naming the field and the valid choices.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from omnifuse.config.base import StrictModel
+from omnifuse.config.data import DataConfig
+from omnifuse.config.model import ModelConfig
+
+DEFAULT_TASK_TYPE = "classification"
+"""Task ``type`` assumed when a task omits it."""
 
 
-class TaskConfig(StrictModel):
-    """A training task: an objective applied to a head's output."""
+class BaseTaskConfig(StrictModel):
+    """Fields every task has: loss weight, input modalities and an optional data override."""
 
-    type: Literal["classification", "contrastive"] = "classification"
-    head: str | None = Field(default=None, description="Name of the head in model.heads.")
-    target: str = Field(default="label", description="Manifest field holding the target.")
-    weight: float = Field(default=1.0, ge=0.0)
+    head_types: ClassVar[dict[str, str]] = {}
+    """Field holding a head name -> the head ``type`` that field must refer to."""
+
+    weight: float = Field(default=1.0, ge=0.0, description="Fixed weight of the task's loss.")
+    inputs: list[str] | None = Field(
+        default=None,
+        description="Modalities fed to the model (others in the batch are dropped); "
+        "default: per task type.",
+    )
+    data: DataConfig | None = Field(
+        default=None, description="Dataset of this task; default: the run's `data` section."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        """Inputs when ``inputs`` is not set: every configured modality."""
+        return model.encoders.configured()
+
+    def resolved_inputs(self, model: ModelConfig) -> tuple[str, ...]:
+        """The input modalities, sorted (``inputs`` or the type's default)."""
+        chosen = self.default_inputs(model) if self.inputs is None else self.inputs
+        return tuple(sorted(set(chosen)))
+
+    def head_names(self) -> dict[str, str]:
+        """Field -> the head name it holds, for every head this task uses."""
+        return {f: getattr(self, f) for f in self.head_types}
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        """Type-specific checks against the model section (override)."""
+        return []
+
+
+def _source(model: ModelConfig, head: str) -> str:
+    return model.heads[head].source
+
+
+class ClassificationTaskConfig(BaseTaskConfig):
+    """Cross-entropy of a classification head against a class target (``-100`` = no label)."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "classification"}
+
+    type: Literal["classification"] = "classification"
+    head: str = Field(description="Name of a `classification` head in model.heads.")
+    target: str = Field(default="label", description="Target field holding the class index.")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        """The head's modality, or every configured modality when it reads the fusion."""
+        if self.head in model.heads and _source(model, self.head) != "fused":
+            return [_source(model, self.head)]
+        return model.encoders.configured()
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        return _source_in_inputs(name, "head", self.head, self, model)
+
+
+class ContrastiveTaskConfig(BaseTaskConfig):
+    """CLIP-style InfoNCE between two modalities, each encoded on its own (no fusion)."""
+
+    head_types: ClassVar[dict[str, str]] = {"head_a": "projection", "head_b": "projection"}
+
+    type: Literal["contrastive"] = "contrastive"
+    a: str = Field(description="First modality (e.g. image).")
+    b: str = Field(description="Second modality (e.g. text).")
+    head_a: str = Field(description="`projection` head whose source is modality `a`.")
+    head_b: str = Field(description="`projection` head whose source is modality `b`.")
+    temperature: float = Field(default=0.07, gt=0.0, description="Initial temperature.")
+    learnable_temperature: bool = True
+    max_logit_scale: float | None = Field(
+        default=100.0, gt=0.0, description="Cap on 1/temperature; null for none."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return [self.a, self.b]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        return _pair_problems(name, self, model)
+
+
+class MatchingTaskConfig(BaseTaskConfig):
+    """Matched/unmatched (ITM) over the fused pair, with negatives mined from contrastive scores."""
+
+    head_types: ClassVar[dict[str, str]] = {
+        "head": "classification",
+        "head_a": "projection",
+        "head_b": "projection",
+    }
+
+    type: Literal["matching"] = "matching"
+    a: str = Field(description="First modality (e.g. image).")
+    b: str = Field(description="Second modality (e.g. text).")
+    head: str = Field(description="2-class `classification` head on 'fused' (class 1 = matched).")
+    head_a: str = Field(description="`projection` head of modality `a`, to mine hard negatives.")
+    head_b: str = Field(description="`projection` head of modality `b`, to mine hard negatives.")
+    temperature: float = Field(
+        default=0.07, gt=0.0, description="Sharpness of hard-negative sampling (softmax of sim/T)."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return [self.a, self.b]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = _pair_problems(name, self, model)
+        head = model.heads.get(self.head)
+        if head is not None and head.source != "fused":
+            problems.append(
+                f"tasks.{name}.head={self.head!r} reads {head.source!r}; a matching head must "
+                "have source 'fused'"
+            )
+        classes = getattr(head, "num_classes", 2)
+        if classes != 2:
+            problems.append(
+                f"tasks.{name}.head={self.head!r} has num_classes={classes}; a matching head "
+                "needs num_classes=2 (unmatched, matched)"
+            )
+        return problems
+
+
+class MLMTaskConfig(BaseTaskConfig):
+    """BERT masked language modelling on the text input."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "mlm"}
+
+    type: Literal["mlm"] = "mlm"
+    head: str = Field(description="Name of an `mlm` head in model.heads.")
+    probability: float = Field(
+        default=0.15, gt=0.0, le=1.0, description="Share of real, non-special tokens selected."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return ["text"]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        if "text" not in self.resolved_inputs(model):
+            return [f"tasks.{name}.inputs must include 'text' (the text that is masked)"]
+        head = model.heads.get(self.head)
+        if head is not None and head.source == "fused" and model.fusion.type != "concat":
+            # Only concat fusion keeps one fused token per text token, in a known place.
+            return [
+                f"tasks.{name}.head={self.head!r} reads 'fused', which keeps text positions "
+                f"only with model.fusion.type='concat' (got {model.fusion.type!r}); set "
+                f"model.heads.{self.head}.source=text"
+            ]
+        return _source_in_inputs(name, "head", self.head, self, model)
+
+
+class MaskedModelingTaskConfig(BaseTaskConfig):
+    """MAE/SimMIM-style reconstruction of masked image patches or audio frames."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "reconstruction"}
+
+    type: Literal["masked_modeling"] = "masked_modeling"
+    modality: Literal["image", "audio"] = Field(description="Modality whose tokens are masked.")
+    head: str = Field(description="`reconstruction` head whose source is `modality`.")
+    mask_ratio: float = Field(default=0.6, ge=0.0, lt=1.0, description="Share of tokens masked.")
+    norm_target: bool = Field(default=True, description="Normalise each target patch (MAE).")
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return [self.modality]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = []
+        if self.modality not in model.encoders.configured():
+            problems.append(_not_configured(name, "modality", self.modality, model))
+        elif self.modality not in self.resolved_inputs(model):
+            problems.append(f"tasks.{name}.inputs must include modality={self.modality!r}")
+        head = model.heads.get(self.head)
+        if head is not None and head.source != self.modality:
+            problems.append(
+                f"tasks.{name}.head={self.head!r} reads {head.source!r}; set its source to "
+                f"{self.modality!r} (the masked modality)"
+            )
+        return problems
+
+
+class CaptioningTaskConfig(BaseTaskConfig):
+    """Teacher-forced text generation (captions, transcripts) from the fused inputs."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "caption_decoder"}
+
+    type: Literal["captioning"] = "captioning"
+    head: str = Field(description="Name of a `caption_decoder` head in model.heads.")
+    target: str = Field(default="caption", description="Target field holding the text.")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return ["image"]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = []
+        if "text" not in model.encoders.configured():
+            problems.append(
+                f"tasks.{name}: captioning tokenises its target with the text encoder's "
+                "tokenizer; configure model.encoders.text"
+            )
+        return problems + _source_in_inputs(name, "head", self.head, self, model)
+
+
+def _default_task_type(value: Any) -> Any:
+    """Tasks without ``type`` are classification tasks (the common case)."""
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": DEFAULT_TASK_TYPE, **value}
+    return value
+
+
+AnyTaskConfig = (
+    ClassificationTaskConfig
+    | ContrastiveTaskConfig
+    | MatchingTaskConfig
+    | MLMTaskConfig
+    | MaskedModelingTaskConfig
+    | CaptioningTaskConfig
+)
+TaskConfig = Annotated[
+    AnyTaskConfig, Field(discriminator="type"), BeforeValidator(_default_task_type)
+]
+"""One entry of ``tasks:``; its ``type`` picks the class (default ``classification``)."""
+
+TASK_TYPES = (
+    "classification",
+    "contrastive",
+    "matching",
+    "mlm",
+    "masked_modeling",
+    "captioning",
+)
+
+
+def _has_type(model: ModelConfig, head: str, wanted: str) -> bool:
+    return head in model.heads and model.heads[head].type == wanted
+
+
+def _not_configured(name: str, field: str, value: str, model: ModelConfig) -> str:
+    valid = ", ".join(repr(m) for m in model.encoders.configured())
+    return f"tasks.{name}.{field}={value!r} is not a configured encoder; valid choices: {valid}"
+
+
+def _source_in_inputs(
+    name: str, field: str, head: str, task: BaseTaskConfig, model: ModelConfig
+) -> list[str]:
+    """A head reading a modality needs that modality among the task's inputs."""
+    if head not in model.heads:
+        return []
+    source, inputs = _source(model, head), task.resolved_inputs(model)
+    if source != "fused" and source not in inputs:
+        return [
+            f"tasks.{name}.{field}={head!r} reads {source!r}, which is not among the task's "
+            f"inputs {list(inputs)}; add it to tasks.{name}.inputs"
+        ]
+    return []
+
+
+def _pair_problems(
+    name: str, task: ContrastiveTaskConfig | MatchingTaskConfig, model: ModelConfig
+) -> list[str]:
+    """Both modalities configured and distinct; ``head_a``/``head_b`` read ``a``/``b``."""
+    configured = model.encoders.configured()
+    problems = [
+        _not_configured(name, f, getattr(task, f), model)
+        for f in ("a", "b")
+        if getattr(task, f) not in configured
+    ]
+    if task.a == task.b:
+        problems.append(f"tasks.{name}: a and b are both {task.a!r}; choose two modalities")
+    for field, modality in (("head_a", task.a), ("head_b", task.b)):
+        head = getattr(task, field)
+        if modality not in configured or not _has_type(model, head, "projection"):
+            continue  # already reported
+        if _source(model, head) != modality:
+            problems.append(
+                f"tasks.{name}.{field}={head!r} reads {_source(model, head)!r}; it must read "
+                f"{modality!r} (set model.heads.{head}.source={modality})"
+            )
+    return problems
+
+
+def task_problems(name: str, task: BaseTaskConfig, model: ModelConfig) -> list[str]:
+    """Everything wrong with task ``name`` given the model section (empty when it is usable)."""
+    problems = []
+    heads = sorted(model.heads)
+    for field, head in task.head_names().items():
+        if head not in model.heads:
+            choices = ", ".join(repr(h) for h in heads) or "(no heads configured)"
+            problems.append(
+                f"tasks.{name}.{field}={head!r} is not in model.heads; valid choices: {choices}"
+            )
+            continue
+        wanted, actual = task.head_types[field], model.heads[head].type
+        if actual != wanted:
+            fitting = ", ".join(repr(h) for h in heads if model.heads[h].type == wanted)
+            problems.append(
+                f"tasks.{name}.{field}={head!r} has type {actual!r}; task type "
+                f"{task_type(task)!r} needs a head of type {wanted!r} (configured: "
+                f"{fitting or 'none'})"
+            )
+    configured = model.encoders.configured()
+    for modality in task.inputs or []:
+        if modality not in configured:
+            problems.append(_not_configured(name, "inputs", modality, model))
+    return problems + task.extra_problems(name, model)
+
+
+def task_type(task: BaseTaskConfig) -> str:
+    """The ``type`` tag of a task config."""
+    return str(getattr(task, "type", DEFAULT_TASK_TYPE))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +12,15 @@ from omnifuse.config.loader import load_config
 from omnifuse.config.model import ModelConfig
 from omnifuse.modalities.base import Encoder, Processor
 from omnifuse.models.multimodal import MultimodalModel
-from omnifuse.registry import encoder_spec, fusion_builder, head_builder
+from omnifuse.registry import (
+    HeadContext,
+    build_processors,
+    encoder_spec,
+    fusion_builder,
+    head_builder,
+)
 
 Processors = dict[str, Processor[Any]]
-
-
-def build_processors(config: ModelConfig) -> Processors:
-    """One processor per configured modality, from its encoder config."""
-    processors: Processors = {}
-    for modality in config.encoders.configured():
-        cfg = getattr(config.encoders, modality)
-        processors[modality] = encoder_spec(modality, cfg.type).build_processor(cfg)
-    return processors
 
 
 def build_encoders(
@@ -51,12 +48,42 @@ def build_model(config: ModelConfig, pretrained: bool = True) -> tuple[Multimoda
     fusion = fusion_builder(config.fusion.type)(
         config.fusion, {m: e.dim for m, e in encoders.items()}
     )
-    heads: dict[str, nn.Module] = {}
-    for name, head_cfg in sorted(config.heads.items()):
-        in_dim = fusion.dim if head_cfg.source == "fused" else encoders[head_cfg.source].dim
-        heads[name] = head_builder(head_cfg.type)(head_cfg, in_dim)
+    heads = build_heads(config, encoders, fusion.dim, processors)
+    enable_token_masking(config, encoders)
     sources = {name: cfg.source for name, cfg in config.heads.items()}
     return MultimodalModel(encoders, fusion, heads, sources, config), processors
+
+
+def build_heads(
+    config: ModelConfig, encoders: Mapping[str, Encoder], fused_dim: int, processors: Processors
+) -> dict[str, nn.Module]:
+    """One head per ``config.heads`` entry, given its input width and the build context."""
+    heads: dict[str, nn.Module] = {}
+    for name, head_cfg in sorted(config.heads.items()):
+        in_dim = fused_dim if head_cfg.source == "fused" else encoders[head_cfg.source].dim
+        context = HeadContext(in_dim, config, processors)
+        heads[name] = head_builder(head_cfg.type)(head_cfg, context)
+    return heads
+
+
+def enable_token_masking(config: ModelConfig, encoders: Mapping[str, Encoder]) -> None:
+    """Give every encoder a ``reconstruction`` head reads a learned mask token.
+
+    Masked modelling feeds ``token_mask`` to that encoder; the token is added only where a head
+    needs it, so other models (and external checkpoints) keep their exact parameter set.
+    """
+    for name, head_cfg in sorted(config.heads.items()):
+        if head_cfg.type != "reconstruction":
+            continue
+        encoder = encoders[head_cfg.source]
+        enable = getattr(encoder, "enable_token_mask", None)
+        if enable is None:
+            raise ValueError(
+                f"heads.{name}: the {head_cfg.source} encoder {type(encoder).__name__} has no "
+                "token_mask support; masked modelling works with image 'vit' and audio "
+                "'conv_transformer' encoders"
+            )
+        enable()
 
 
 def create_model(

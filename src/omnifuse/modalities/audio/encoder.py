@@ -57,6 +57,12 @@ class ConvSubsampler(nn.Module):
 class AudioTransformer(Encoder):
     """Log-mel features -> :class:`EncoderOutput` of ``⌈T/4⌉`` tokens, mean-pooled.
 
+    Masked modelling: after :meth:`enable_token_mask`, the optional input ``token_mask``
+    ``[B, ⌈T/4⌉]`` bool (True = masked; one entry per output token, i.e. per 4 frames) replaces
+    those subsampled frame embeddings by a learned mask token before positions are added and the
+    Transformer runs. The model builder enables it when a ``reconstruction`` head reads this
+    encoder.
+
     Args:
         config: widths, depth, ``max_positions`` and the processor settings (``n_mels``).
     """
@@ -82,6 +88,34 @@ class AudioTransformer(Encoder):
             norm_first=True,
             norm_eps=config.norm_eps,
         )
+        # None until masked modelling needs it, so other models keep their parameter set.
+        self.mask_token: nn.Parameter | None
+        self.register_parameter("mask_token", None)
+
+    def enable_token_mask(self) -> None:
+        """Add the learned mask embedding ``token_mask`` inputs use (idempotent)."""
+        if self.mask_token is None:
+            weight = self.subsample.conv1.weight
+            token = torch.zeros(self.dim, device=weight.device, dtype=weight.dtype)
+            self.mask_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
+
+    def mask_frames(self, x: Tensor, token_mask: Tensor) -> Tensor:
+        """Replace masked subsampled frames by the mask token: ``[B, N, D], [B, N] -> [B, N, D]``.
+
+        Raises:
+            ValueError: no mask token (see :meth:`enable_token_mask`) or a wrong mask shape.
+        """
+        if self.mask_token is None:
+            raise ValueError(
+                "this audio encoder has no mask token for 'token_mask'; add a reconstruction "
+                "head reading the audio encoder (model.heads) or call enable_token_mask()"
+            )
+        if token_mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"token_mask has shape {tuple(token_mask.shape)}; expected {tuple(x.shape[:2])} "
+                f"(one entry per {SUBSAMPLING} frames)"
+            )
+        return torch.where(token_mask.bool()[..., None], self.mask_token.to(x), x)
 
     def _inputs(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Validated ``features [B, T, n_mels]`` and ``mask [B, T]`` (all valid if absent)."""
@@ -119,29 +153,35 @@ class AudioTransformer(Encoder):
             )
         return x + self.positions[:n].to(x.dtype)
 
-    def forward_features(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_features(
+        self, features: Tensor, mask: Tensor, token_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Subsample and run the Transformer.
 
         Args:
             features: ``[B, T, n_mels]`` log-mel.
             mask: ``[B, T]`` bool, True at valid frames.
+            token_mask: ``[B, ⌈T/4⌉]`` bool, True at tokens to replace by the mask token.
 
         Returns:
             ``(tokens [B, ⌈T/4⌉, dim], mask [B, ⌈T/4⌉])``; tokens at padded positions are zero.
         """
         x, mask = self.subsample(features, mask)
+        if token_mask is not None:
+            x = self.mask_frames(x, token_mask)
         x = self.drop(self._add_positions(x))
         x = self.transformer(x, mask)
         return x * mask[..., None].to(x.dtype), mask
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
-        """Encode ``{"features": [B, T, n_mels], "mask": [B, T]}``; other keys are ignored.
+        """Encode ``{"features": [B, T, n_mels], "mask": [B, T]}`` (optional ``token_mask``, see
+        the class docstring); other keys are ignored.
 
         Returns:
             tokens ``[B, ⌈T/4⌉, dim]``, mask ``[B, ⌈T/4⌉]``, pooled ``[B, dim]`` (masked mean;
             zeros for a clip without valid frames).
         """
-        tokens, mask = self.forward_features(*self._inputs(inputs))
+        tokens, mask = self.forward_features(*self._inputs(inputs), inputs.get("token_mask"))
         return EncoderOutput(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
 
 

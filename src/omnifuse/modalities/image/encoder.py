@@ -35,6 +35,11 @@ class ViT(Encoder):
     patches in row-major order; every token is valid. ``pooling="cls"`` pools the [CLS] token,
     ``"mean"`` averages the patch tokens (the [CLS] token excluded, as in timm's ``avg`` pool).
 
+    Masked image modelling (SimMIM): after :meth:`enable_token_mask`, the optional input
+    ``token_mask`` ``[B, N]`` bool (True = masked; patch order, [CLS] not included) replaces those
+    patch embeddings by a learned mask token before positions are added and the Transformer
+    runs. The model builder enables it when a ``reconstruction`` head reads this encoder.
+
     Args:
         config: architecture and input size (``config.processor.image_size``).
     """
@@ -66,6 +71,16 @@ class ViT(Encoder):
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        # None until masked modelling needs it, so HF checkpoints keep their exact parameter set.
+        self.mask_token: nn.Parameter | None
+        self.register_parameter("mask_token", None)
+
+    def enable_token_mask(self) -> None:
+        """Add the learned mask embedding ``token_mask`` inputs use (idempotent)."""
+        if self.mask_token is None:
+            weight = self.patch_embed.weight
+            token = torch.zeros(1, 1, self.dim, device=weight.device, dtype=weight.dtype)
+            self.mask_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
 
     def _check_pixels(self, pixel_values: Tensor) -> None:
         expected = (self.config.channels, self.image_size, self.image_size)
@@ -75,18 +90,42 @@ class ViT(Encoder):
                 f"{', '.join(map(str, expected))}] (set processor.image_size to change it)"
             )
 
-    def embed(self, pixel_values: Tensor) -> Tensor:
-        """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` patch + [CLS] embeddings with positions."""
+    def mask_patches(self, patches: Tensor, token_mask: Tensor) -> Tensor:
+        """Replace masked patch embeddings by the mask token: ``[B, N, D], [B, N] -> [B, N, D]``.
+
+        Raises:
+            ValueError: no mask token (see :meth:`enable_token_mask`) or a wrong mask shape.
+        """
+        if self.mask_token is None:
+            raise ValueError(
+                "this ViT has no mask token for 'token_mask'; add a reconstruction head reading "
+                "the image encoder (model.heads) or call enable_token_mask()"
+            )
+        if token_mask.shape != patches.shape[:2]:
+            raise ValueError(
+                f"token_mask has shape {tuple(token_mask.shape)}; expected "
+                f"{tuple(patches.shape[:2])} (one entry per patch, [CLS] excluded)"
+            )
+        return torch.where(token_mask.bool()[..., None], self.mask_token.to(patches), patches)
+
+    def embed(self, pixel_values: Tensor, token_mask: Tensor | None = None) -> Tensor:
+        """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` patch + [CLS] embeddings with positions.
+
+        ``token_mask`` ``[B, N]`` (True = masked) swaps those patches for the mask token.
+        """
         self._check_pixels(pixel_values)
         grid: Tensor = self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))
         patches = grid.flatten(2).transpose(1, 2)  # (B, D, g, g) -> (B, N, D)
+        if token_mask is not None:
+            patches = self.mask_patches(patches, token_mask)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         tokens: Tensor = self.drop(torch.cat([cls, patches], dim=1) + self.pos_embed)
         return tokens
 
-    def forward_features(self, pixel_values: Tensor) -> Tensor:
-        """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` final (normalised) token features."""
-        out = self.blocks(self.embed(pixel_values))
+    def forward_features(self, pixel_values: Tensor, token_mask: Tensor | None = None) -> Tensor:
+        """``[B, C, S, S]`` (and optional ``[B, N]`` ``token_mask``) -> ``[B, 1 + N, D]`` final
+        (normalised) token features."""
+        out = self.blocks(self.embed(pixel_values, token_mask))
         return out if isinstance(out, Tensor) else out[0]
 
     def pool(self, tokens: Tensor) -> Tensor:
@@ -96,12 +135,14 @@ class ViT(Encoder):
         return tokens[:, 1:].mean(dim=1)
 
     def forward(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
-        """Encode ``inputs["pixel_values"]`` ``[B, C, S, S]``; other keys are ignored.
+        """Encode ``inputs["pixel_values"]`` ``[B, C, S, S]`` (optional ``token_mask`` ``[B, N]``,
+        see the class docstring); other keys are ignored.
 
         Returns:
             tokens ``[B, 1 + N, D]``, mask ``[B, 1 + N]`` (all True), pooled ``[B, D]``.
         """
-        tokens = self.forward_features(require_input(inputs, "pixel_values", self.modality))
+        pixels = require_input(inputs, "pixel_values", self.modality)
+        tokens = self.forward_features(pixels, inputs.get("token_mask"))
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=self.pool(tokens))
 

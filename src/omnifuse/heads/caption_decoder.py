@@ -1,0 +1,177 @@
+"""Caption decoder head: a causal Transformer cross-attending to fused tokens (captioning, ASR).
+
+Trained with teacher forcing (``forward(features, decoder_input)`` gives logits); at inference
+:meth:`CaptionDecoder.generate` decodes greedily with a KV cache. Called with features only, as
+:class:`~omnifuse.models.MultimodalModel` calls every head, it returns greedy token ids.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from omnifuse.config.heads import CaptionDecoderConfig
+from omnifuse.heads._text import text_tokenizer
+from omnifuse.layers import TransformerStack
+from omnifuse.layers.attention import KVCache
+from omnifuse.modalities.base import EncoderOutput
+from omnifuse.registry import HeadContext, register_head
+
+Cache = list[tuple[KVCache, KVCache]]
+
+
+class CaptionDecoder(nn.Module):
+    """Token embedding + learned positions + causal cross-attending Transformer + LM projection.
+
+    Args:
+        context_dim: width of the tokens cross-attended to (fusion ``dim`` or an encoder's).
+        vocab_size: ``V``, the text tokenizer's vocabulary size.
+        config: decoder width, depth, heads, ``max_length`` and weight tying.
+        bos_id: id that starts every decoded sequence.
+        eos_id: id that ends a sequence.
+        pad_id: id written after a sequence has ended.
+    """
+
+    def __init__(
+        self,
+        context_dim: int,
+        vocab_size: int,
+        config: CaptionDecoderConfig,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+    ) -> None:
+        super().__init__()
+        self.max_length = config.max_length
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.token_embed = nn.Embedding(vocab_size, config.dim)
+        # GPT-2's scale: N(0, 1) rows would give tied output logits of size ~sqrt(dim).
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(config.max_length, config.dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = TransformerStack(
+            config.dim,
+            config.num_layers,
+            config.num_heads,
+            config.mlp_ratio,
+            config.dropout,
+            cross_attention=True,
+            context_dim=context_dim,
+            norm_eps=config.norm_eps,
+        )
+        self.lm_head = nn.Linear(config.dim, vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embed.weight
+
+    def embed(self, ids: Tensor, start: int = 0) -> Tensor:
+        """``[B, L]`` ids at positions ``start .. start + L - 1`` -> ``[B, L, dim]``."""
+        end = start + ids.shape[1]
+        if end > self.max_length:
+            raise ValueError(
+                f"decoder input reaches position {end}, beyond max_length={self.max_length}; "
+                "truncate the targets or raise the head's max_length"
+            )
+        embedded: Tensor = self.drop(self.token_embed(ids) + self.pos_embed[start:end])
+        return embedded
+
+    def logits(
+        self,
+        decoder_input: Tensor,
+        context: EncoderOutput,
+        decoder_mask: Tensor | None = None,
+        cache: Cache | None = None,
+        start: int = 0,
+    ) -> Tensor:
+        """Next-token logits.
+
+        Args:
+            decoder_input: ``[B, L]`` ids (BOS first when ``start == 0``).
+            context: what to cross-attend to: ``tokens [B, S, C]`` and ``mask [B, S]``.
+            decoder_mask: ``[B, start + L]`` bool, True at real decoder positions.
+            cache: per-layer caches from ``self.decoder.new_cache()`` for incremental decoding.
+            start: position of ``decoder_input[:, 0]`` (the number of cached positions).
+
+        Returns:
+            ``[B, L, V]``; position ``t`` scores the token after ``decoder_input[:, : t + 1]``.
+        """
+        hidden = self.decoder(
+            self.embed(decoder_input, start),
+            mask=decoder_mask,
+            context=context.tokens,
+            context_mask=context.mask,
+            causal=True,
+            cache=cache,
+        )
+        out: Tensor = self.lm_head(hidden)
+        return out
+
+    def forward(
+        self,
+        features: EncoderOutput,
+        decoder_input: Tensor | None = None,
+        decoder_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced logits ``[B, L, V]``; without ``decoder_input``, greedy ids ``[B, T]``."""
+        if decoder_input is None:
+            return self.generate(features)
+        return self.logits(decoder_input, features, decoder_mask)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        fused: EncoderOutput,
+        max_length: int | None = None,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Greedy decoding (call in eval mode; dropout would make it random).
+
+        Args:
+            fused: context with ``tokens [B, S, C]`` and ``mask [B, S]``.
+            max_length: most tokens to produce (default and cap: the head's ``max_length``).
+            bos_id: start id (default: the tokenizer's BOS).
+            eos_id: stop id (default: the tokenizer's EOS).
+            use_cache: reuse keys/values between steps (same tokens, fewer FLOPs).
+
+        Returns:
+            ``[B, T]`` ids without BOS, ``T <= max_length``; a row's EOS is kept and followed by
+            ``pad_id``. Decoding stops early once every row has produced EOS.
+        """
+        steps = self.max_length if max_length is None else min(max_length, self.max_length)
+        bos = self.bos_id if bos_id is None else bos_id
+        eos = self.eos_id if eos_id is None else eos_id
+        batch = fused.tokens.shape[0]
+        ids = torch.full((batch, 1), bos, dtype=torch.long, device=fused.tokens.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        cache = self.decoder.new_cache() if use_cache else None
+        for step in range(steps):
+            if cache is not None:
+                logits = self.logits(ids[:, -1:], fused, cache=cache, start=step)
+            else:
+                logits = self.logits(ids, fused)
+            token = logits[:, -1].argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            finished |= token == eos
+            if bool(finished.all()):
+                break
+        return ids[:, 1:]
+
+
+@register_head(
+    "caption_decoder",
+    "Causal Transformer decoder over fused tokens; teacher forcing + cached greedy decoding.",
+    context=True,
+)
+def build_caption_decoder(config: CaptionDecoderConfig, context: HeadContext) -> nn.Module:
+    """Registry builder: vocabulary and BOS/EOS/PAD ids come from the text tokenizer."""
+    tokenizer = text_tokenizer(context, "caption_decoder")
+    return CaptionDecoder(
+        context.in_dim,
+        tokenizer.vocab_size,
+        config,
+        tokenizer.bos_id,
+        tokenizer.eos_id,
+        tokenizer.pad_id,
+    )

@@ -1,0 +1,62 @@
+"""MLM and reconstruction heads, and head builders that read the build context."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omnifuse.config import ConfigError, load_config
+from omnifuse.heads import CaptionDecoder, MLMHead, ReconstructionHead
+from omnifuse.modalities.base import EncoderOutput
+from omnifuse.modalities.text import TextProcessor
+from omnifuse.models import build_model
+from omnifuse.registry import list_heads
+
+
+def features(batch: int, length: int, dim: int) -> EncoderOutput:
+    tokens = torch.randn(batch, length, dim)
+    return EncoderOutput(tokens, torch.ones(batch, length, dtype=torch.bool), tokens.mean(1))
+
+
+def test_new_head_types_are_registered() -> None:
+    assert {"mlm", "reconstruction", "caption_decoder"} <= set(list_heads())
+
+
+def test_heads_get_vocabulary_and_widths_from_the_model() -> None:
+    heads = [
+        "model.heads.mlm={type: mlm}",
+        "model.heads.img={type: reconstruction, source: image}",
+        "model.heads.aud={type: reconstruction, source: audio}",
+        "model.heads.cap={type: caption_decoder, dim: 16, num_layers: 1, num_heads: 2}",
+    ]
+    model, processors = build_model(load_config("tiny", heads).model)
+    text = processors["text"]
+    assert isinstance(text, TextProcessor)
+    vocab = text.tokenizer.vocab_size
+    mlm, img, aud, cap = (model.heads[n] for n in ("mlm", "img", "aud", "cap"))
+    assert isinstance(mlm, MLMHead) and mlm(features(2, 5, 32)).shape == (2, 5, vocab)
+    assert isinstance(img, ReconstructionHead) and img.out_dim == 8 * 8 * 3
+    assert isinstance(aud, ReconstructionHead) and aud.out_dim == 4 * 32  # 4 frames x n_mels
+    assert img(features(2, 17, 32)).shape == (2, 17, 192)
+    assert isinstance(cap, CaptionDecoder)
+    assert cap.bos_id == text.tokenizer.bos_id and cap.eos_id == text.tokenizer.eos_id
+    assert cap.lm_head.out_features == vocab
+
+
+def test_reconstruction_of_an_unsupported_encoder_is_an_error() -> None:
+    config = load_config("tiny", ["model.heads.v={type: reconstruction, source: video}"]).model
+    with pytest.raises(ValueError, match=r"source='video' \(tubelet_vit\); valid choices: 'image'"):
+        build_model(config)
+
+
+def test_text_heads_need_a_text_encoder() -> None:
+    config = load_config(
+        "tiny", ["model.encoders.text=null", "model.heads.m={type: mlm, source: fused}"]
+    ).model
+    with pytest.raises(ValueError, match=r"'mlm' head .* configure model\.encoders\.text"):
+        build_model(config)
+
+
+def test_head_source_must_be_configured() -> None:
+    with pytest.raises(ConfigError, match=r"heads\.m\.source='text' is not a configured encoder"):
+        load_config("tiny", ["model.encoders.text=null", "model.heads.m={type: mlm}"])
