@@ -13,10 +13,13 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
 from omnifuse.cli.data import app as data_app
+from omnifuse.cli.evaluate import evaluate as eval_command
+from omnifuse.cli.predict import predict as predict_command
 from omnifuse.config import ConfigError, dump_config, list_presets, load_config
 from omnifuse.modalities.base import MediaError
 
@@ -35,6 +38,8 @@ model_app = typer.Typer(help="Build, inspect and save models.", no_args_is_help=
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.command("predict")(predict_command)
+app.command("eval")(eval_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -53,7 +58,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (ConfigError, MediaError, FileNotFoundError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -3,6 +3,11 @@
 Trained with teacher forcing (``forward(features, decoder_input)`` gives logits); at inference
 :meth:`CaptionDecoder.generate` decodes greedily with a KV cache. Called with features only, as
 :class:`~omnifuse.models.MultimodalModel` calls every head, it returns greedy token ids.
+
+The incremental-decoding hooks :meth:`~CaptionDecoder.new_cache`, :meth:`~CaptionDecoder.step`
+and :meth:`~CaptionDecoder.reorder_cache` are what ``omnifuse.inference.decoding`` needs for beam
+search and nucleus sampling; any decoder offering them (plus ``bos_id``/``eos_id``/``pad_id``/
+``max_length``) can be decoded the same way.
 """
 
 from __future__ import annotations
@@ -145,18 +150,57 @@ class CaptionDecoder(nn.Module):
         batch = fused.tokens.shape[0]
         ids = torch.full((batch, 1), bos, dtype=torch.long, device=fused.tokens.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        cache = self.decoder.new_cache() if use_cache else None
-        for step in range(steps):
-            if cache is not None:
-                logits = self.logits(ids[:, -1:], fused, cache=cache, start=step)
-            else:
-                logits = self.logits(ids, fused)
-            token = logits[:, -1].argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
+        cache = self.new_cache() if use_cache else None
+        for _ in range(steps):
+            logits = self.step(ids, cache, fused)  # (B, V)
+            token = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
             ids = torch.cat([ids, token[:, None]], dim=1)
             finished |= token == eos
             if bool(finished.all()):
                 break
         return ids[:, 1:]
+
+    def new_cache(self) -> Cache:
+        """Empty per-layer (self, cross) key/value caches for :meth:`step`."""
+        return self.decoder.new_cache()
+
+    def step(self, tokens: Tensor, cache: Cache | None, fused: EncoderOutput) -> Tensor:
+        """Next-token logits after each prefix: one incremental decoding step.
+
+        Args:
+            tokens: ``[B, t]`` prefixes, BOS first.
+            cache: ``None`` runs the whole prefix; a cache from :meth:`new_cache` that holds
+                positions ``0 .. t - 2`` runs only the last token (and appends its keys/values).
+            fused: context with ``tokens [B, S, C]`` and ``mask [B, S]``.
+
+        Returns:
+            ``[B, V]`` logits of the token after ``tokens``.
+        """
+        if cache is None:
+            return self.logits(tokens, fused)[:, -1]
+        start = tokens.shape[1] - 1
+        cached = cache[0][0].length if cache else start
+        if cached != start:
+            # A mismatch would silently attend to stale or missing positions.
+            raise ValueError(
+                f"the cache holds {cached} positions but the prefix has {tokens.shape[1]} tokens; "
+                "pass a cache holding every position but the last"
+            )
+        return self.logits(tokens[:, start:], fused, cache=cache, start=start)[:, -1]
+
+    @staticmethod
+    def reorder_cache(cache: Cache, index: Tensor) -> Cache:
+        """Keep rows ``index`` (``[N]`` long, repeats allowed) of every cached key/value.
+
+        Beam search calls this when beams are expanded or reordered, so each row's cache keeps
+        following its own prefix. Updates ``cache`` in place and returns it.
+        """
+        for self_attention, cross_attention in cache:
+            for kv in (self_attention, cross_attention):
+                if kv.key is not None and kv.value is not None:
+                    kv.key = kv.key.index_select(0, index)  # (N, H, S, Dh)
+                    kv.value = kv.value.index_select(0, index)
+        return cache
 
 
 @register_head(

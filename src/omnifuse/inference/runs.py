@@ -1,0 +1,228 @@
+"""Run directories: where the model and config are, which task serves a request, class names.
+
+A *run directory* (``omnifuse train``) holds ``config.yaml`` (the resolved run config),
+``run.json``, ``checkpoints/``, metrics and ``model/`` (an ``omnifuse.save`` directory). A
+*model directory* holds ``config.yaml`` + ``model.safetensors``. Both can be served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omnifuse.config.data import DataConfig
+from omnifuse.config.loader import ConfigError, read_yaml, validate_config
+from omnifuse.config.model import ModelConfig
+from omnifuse.config.run import RunConfig
+from omnifuse.config.tasks import task_problems, task_type
+from omnifuse.data.card import CardError, read_card
+from omnifuse.data.sources import source_card
+from omnifuse.inference.options import InferenceError
+
+MODEL_DIR = "model"
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+MATCHING_CLASSES = ("unmatched", "matched")
+"""Class names of a ``matching`` head (class 1 = matched)."""
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a servable model lives.
+
+    Attributes:
+        root: the directory given (run or model directory).
+        model_dir: the ``omnifuse.save`` directory.
+        config_file: the run's ``config.yaml``; None for a bare model directory (its own
+            config is used).
+    """
+
+    root: Path
+    model_dir: Path
+    config_file: Path | None
+
+    @property
+    def is_run(self) -> bool:
+        return self.config_file is not None
+
+
+def locate(path: str | Path) -> RunFiles:
+    """Find the model (and run config) of a run directory or model directory.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InferenceError: neither kind of directory, or a run that has not saved its model yet.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist; pass a run or model directory")
+    if (root / WEIGHTS_FILE).is_file() and (root / CONFIG_FILE).is_file():
+        return RunFiles(root, root, None)
+    model_dir = root / MODEL_DIR
+    if (model_dir / WEIGHTS_FILE).is_file():
+        config = root / CONFIG_FILE
+        return RunFiles(root, model_dir, config if config.is_file() else None)
+    if (root / "run.json").is_file() or (root / "checkpoints").is_dir():
+        raise InferenceError(
+            f"{root} is a run directory without a saved model ({MODEL_DIR}/{WEIGHTS_FILE}); "
+            "training has not finished: see its run.json, or resume it with `omnifuse train`"
+        )
+    raise InferenceError(
+        f"{root} is neither a run directory (with {MODEL_DIR}/) nor a model directory (with "
+        f"{CONFIG_FILE} and {WEIGHTS_FILE})"
+    )
+
+
+def run_config(files: RunFiles, saved: RunConfig, model: ModelConfig) -> RunConfig:
+    """The run's ``config.yaml`` when there is one, else the config saved with the model.
+
+    Args:
+        files: where the run is.
+        saved: the config stored in the model directory.
+        model: the config of the model actually loaded; every task must fit it.
+
+    Raises:
+        ConfigError: an invalid ``config.yaml``, or tasks naming heads the model lacks.
+    """
+    if files.config_file is None:
+        config = saved
+    else:
+        config = validate_config(read_yaml(files.config_file), source=str(files.config_file))
+    problems = [p for n, t in config.tasks.items() for p in task_problems(n, t, model)]
+    if problems:
+        raise ConfigError(problems, source=str(files.config_file or files.model_dir))
+    return config
+
+
+def describe_tasks(config: RunConfig) -> str:
+    """``"cls (classification), cap (captioning)"`` or a note that there are none."""
+    if not config.tasks:
+        return "none (the run config lists no tasks)"
+    return ", ".join(f"{name} ({task_type(task)})" for name, task in config.tasks.items())
+
+
+def check_task(config: RunConfig, name: str) -> Any:
+    """The config of task ``name``.
+
+    Raises:
+        InferenceError: an unknown task (the message lists the run's tasks).
+    """
+    if name not in config.tasks:
+        raise InferenceError(f"unknown task {name!r}; the run's tasks: {describe_tasks(config)}")
+    return config.tasks[name]
+
+
+def find_task(
+    config: RunConfig,
+    name: str | None,
+    types: Sequence[str],
+    purpose: str,
+    fits: Callable[[Any], bool] = lambda task: True,
+) -> str:
+    """The task serving ``purpose``: ``name`` if given (checked), else the only fitting one.
+
+    Args:
+        config: the run config.
+        name: an explicit task name, or None to pick the only task of ``types`` that ``fits``.
+        types: acceptable task types.
+        purpose: what the task is for, for messages (e.g. ``"caption"``).
+        fits: extra condition on the task config (e.g. its inputs).
+
+    Raises:
+        InferenceError: unknown task, a task of another kind, or zero/several candidates.
+    """
+    if name is not None:
+        task = check_task(config, name)
+        if task_type(task) not in types or not fits(task):
+            raise InferenceError(
+                f"task {name!r} ({task_type(task)}) cannot {purpose}; that needs a "
+                f"{' or '.join(types)} task ({_fitting(config, types, fits)})"
+            )
+        return name
+    fitting = [n for n, t in config.tasks.items() if task_type(t) in types and fits(t)]
+    if len(fitting) == 1:
+        return fitting[0]
+    if not fitting:
+        raise InferenceError(
+            f"no task of this run can {purpose} (it needs a {' or '.join(types)} task); the "
+            f"run's tasks: {describe_tasks(config)}"
+        )
+    raise InferenceError(
+        f"several tasks can {purpose}: {', '.join(fitting)}; name one (task=... / --task)"
+    )
+
+
+def _fitting(config: RunConfig, types: Sequence[str], fits: Callable[[Any], bool]) -> str:
+    names = [n for n, t in config.tasks.items() if task_type(t) in types and fits(t)]
+    return f"fitting tasks: {', '.join(names)}" if names else "the run has none"
+
+
+def task_data(config: RunConfig, name: str) -> DataConfig:
+    """The data config of task ``name``: its own ``data`` section or the run's."""
+    own = getattr(config.tasks[name], "data", None)
+    return own if isinstance(own, DataConfig) else config.data
+
+
+def find_card_path(data: DataConfig) -> Path | None:
+    """``data.card``, else the card next to the first existing train/val/test manifest."""
+    if data.card is not None:
+        return data.card if data.card.is_file() else None
+    for path in (data.train, data.val, data.test):
+        if path is not None and path.exists():
+            card = source_card(path)
+            if card is not None:
+                return card
+    return None
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """Class names of a classifying task, or why they are unknown.
+
+    Attributes:
+        names: one name per class index; None when unavailable.
+        reason: why ``names`` is None (empty when known).
+    """
+
+    names: tuple[str, ...] | None
+    reason: str = ""
+
+
+def task_classes(config: RunConfig, name: str, num_classes: int) -> ClassNames:
+    """Class names of a ``classification`` (from its dataset card) or ``matching`` task.
+
+    Args:
+        config: the run config.
+        name: the task.
+        num_classes: the head's class count (a card listing another number is not used).
+    """
+    task = config.tasks[name]
+    if task_type(task) == "matching":
+        return ClassNames(MATCHING_CLASSES)
+    target = getattr(task, "target", "label")
+    return card_classes(task_data(config, name), target, num_classes)
+
+
+def card_classes(data: DataConfig, field: str, num_classes: int) -> ClassNames:
+    """The classes the dataset card of ``data`` lists for ``field`` (if there are
+    ``num_classes`` of them)."""
+    card_path = find_card_path(data)
+    if card_path is None:
+        return ClassNames(None, "no dataset card found (set data.card)")
+    try:
+        card = read_card(card_path)
+    except (CardError, FileNotFoundError) as err:
+        return ClassNames(None, f"unreadable dataset card: {err}")
+    spec = card.fields.get(field)
+    classes = None if spec is None else spec.classes
+    if not classes:
+        return ClassNames(None, f"{card_path} lists no classes for field {field!r}")
+    if len(classes) != num_classes:
+        return ClassNames(
+            None,
+            f"{card_path} lists {len(classes)} classes for {field!r} but the head has "
+            f"{num_classes}",
+        )
+    return ClassNames(tuple(classes))
