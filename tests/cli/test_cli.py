@@ -14,7 +14,9 @@ runner = CliRunner()
 
 def test_command_map() -> None:
     group = get_command(app)
-    assert {"config", "model", "info", "demo", "data", "predict", "eval"} <= set(group.commands)  # type: ignore[attr-defined]
+    assert {"config", "model", "info", "demo", "data", "predict", "eval", "train"} <= set(
+        group.commands
+    )  # type: ignore[attr-defined]
 
 
 def test_every_command_has_help() -> None:

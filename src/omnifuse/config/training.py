@@ -1,19 +1,194 @@
-"""The training section of a run config."""
+"""The training section of a run config: optimisation, multi-task, fine-tuning, hardware, faults.
+
+Every field is documented in ``docs/training.md``; the engine lives in :mod:`omnifuse.training`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from omnifuse.config.base import StrictModel
 
+MODALITY_NAMES = ("audio", "image", "text", "video")
+
+
+class ScheduleConfig(StrictModel):
+    """Learning-rate schedule: linear warmup from 0, then constant, cosine or linear decay."""
+
+    type: Literal["constant", "cosine", "linear"] = Field(
+        default="cosine", description="Shape after warmup."
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Optimiser steps of linear warmup.")
+    min_lr_ratio: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Final LR as a fraction of the peak LR."
+    )
+
+
+class MultiTaskConfig(StrictModel):
+    """How the tasks of a run share the steps and how their losses combine."""
+
+    sampler: Literal["proportional", "temperature", "round_robin", "uniform"] = Field(
+        default="proportional",
+        description="Which task(s) a step trains: proportional to dataset size, p ∝ n^(1/T), "
+        "in turn, or uniformly. Deterministic for training.seed and resumable.",
+    )
+    temperature: float = Field(
+        default=2.0, gt=0.0, description="T of the temperature sampler (1 = proportional)."
+    )
+    tasks_per_step: int | Literal["all"] = Field(
+        default=1,
+        description="Tasks contributing to each step: 1 (sampled), k distinct sampled tasks, "
+        "or 'all'. Gradient surgery needs more than one.",
+    )
+    weighting: Literal["fixed", "uncertainty"] = Field(
+        default="fixed",
+        description="fixed: sum of weight * loss; uncertainty: Kendall et al. 2018, a learned "
+        "log-variance s per task, loss = sum exp(-s) * weight * L + s.",
+    )
+    gradient: Literal["none", "pcgrad"] = Field(
+        default="none",
+        description="pcgrad: project conflicting task gradients on shared parameters (Yu et al. "
+        "2020); needs tasks_per_step > 1.",
+    )
+
+    @field_validator("tasks_per_step")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"tasks_per_step={value} must be at least 1 or 'all'")
+        return value
+
+    @model_validator(mode="after")
+    def _surgery_needs_tasks(self) -> MultiTaskConfig:
+        if self.gradient == "pcgrad" and self.tasks_per_step == 1:
+            raise ValueError(
+                "gradient='pcgrad' needs several tasks in a step; set "
+                "training.multitask.tasks_per_step=all (or an integer >= 2)"
+            )
+        return self
+
+
+class CheckpointConfig(StrictModel):
+    """Periodic checkpoints under ``<run dir>/checkpoints`` (``last.ckpt`` is always kept)."""
+
+    every_n_steps: int | None = Field(
+        default=None, gt=0, description="Steps between checkpoints; default: max_steps / 10."
+    )
+    keep: int | None = Field(
+        default=None, gt=0, description="Periodic checkpoints kept (newest); null keeps all."
+    )
+
 
 class TrainingConfig(StrictModel):
-    """Optimisation settings."""
+    """Optimisation, multi-task, fine-tuning, distributed and fault-handling settings."""
 
-    max_steps: int = Field(default=100, gt=0)
-    lr: float = Field(default=3e-4, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    seed: int = 0
+    max_steps: int = Field(default=100, gt=0, description="Optimiser steps to train.")
+    lr: float = Field(default=3e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(
+        default=0.01,
+        ge=0,
+        description="AdamW weight decay; biases, norms and other 1-d parameters get none.",
+    )
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    seed: int = Field(default=0, description="Seeds weights, task sampling and dropout.")
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_accumulation: int = Field(
+        default=1, ge=1, description="Batches whose gradients are summed per optimiser step."
+    )
+    grad_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip the global gradient norm to this; null for none."
+    )
+    multitask: MultiTaskConfig = Field(default_factory=MultiTaskConfig)
+    init_from: Path | None = Field(
+        default=None,
+        description="Run dir or model dir whose weights initialise the model (matched by name).",
+    )
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parameter-name prefixes to freeze, e.g. [encoders.text, fusion].",
+    )
+    unfreeze: list[str] = Field(
+        default_factory=list,
+        description="Prefixes trained even though a freeze prefix covers them.",
+    )
+    head_lr: float | None = Field(
+        default=None, gt=0, description="LR of model heads and task parameters (default: lr)."
+    )
+    head_lr_multiplier: float = Field(
+        default=1.0, gt=0, description="Head LR as a multiple of lr (when head_lr is unset)."
+    )
+    layer_decay: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Layer-wise LR decay: encoder layer i of L trains at lr * d^(L + 1 - i).",
+    )
+    modality_dropout: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per modality, the chance a training sample loses it, e.g. {image: 0.3}; a "
+        "sample always keeps at least one modality.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward (less memory)."
+    )
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        default="auto", description="fsdp and deepspeed need GPUs (see docs/training.md)."
+    )
+    devices: int | Literal["auto"] = Field(default="auto", description="Devices per node.")
+    num_nodes: int = Field(default=1, ge=1)
+    deterministic: bool = Field(
+        default=False, description="torch deterministic algorithms (bitwise-repeatable runs)."
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        default="stop",
+        description="A non-finite loss or gradient: stop (naming step, task and last "
+        "checkpoint) or skip that update and count it.",
+    )
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    val_every_n_steps: int | None = Field(
+        default=None, gt=0, description="Steps between validations; default: at the end only."
+    )
+    val_max_batches: int | None = Field(
+        default=None, gt=0, description="Batches per validation loader; null for all."
+    )
+    log_every_n_steps: int = Field(default=10, gt=0)
+    progress_bar: bool = Field(default=True, description="Rich progress bar on the terminal.")
+
+    @field_validator("modality_dropout")
+    @classmethod
+    def _dropout_probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        for modality, p in value.items():
+            if modality not in MODALITY_NAMES:
+                raise ValueError(
+                    f"modality_dropout: {modality!r} is not a modality; valid choices: "
+                    f"{', '.join(MODALITY_NAMES)}"
+                )
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"modality_dropout.{modality}={p} must be in [0, 1)")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"devices={value} must be at least 1 or 'auto'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_head_lr(self) -> TrainingConfig:
+        if self.head_lr is not None and self.head_lr_multiplier != 1.0:
+            raise ValueError(
+                f"set head_lr ({self.head_lr}) or head_lr_multiplier "
+                f"({self.head_lr_multiplier}), not both"
+            )
+        return self
+
+    def checkpoint_interval(self) -> int:
+        """Steps between periodic checkpoints (explicit, or a tenth of the run)."""
+        every = self.checkpoint.every_n_steps
+        return every if every is not None else max(1, self.max_steps // 10)

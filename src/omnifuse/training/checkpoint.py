@@ -1,0 +1,234 @@
+"""Run directories and crash-safe checkpoints.
+
+A run directory holds::
+
+    config.yaml          the resolved run config (defaults filled in, overrides applied)
+    run.json             git commit, versions, argv, status, resumes, fine-tuning report
+    checkpoints/         last.ckpt + step-NNNNNN.ckpt every training.checkpoint.every_n_steps
+    metrics/metrics.csv  CSVLogger
+    tensorboard/         TensorBoardLogger
+    model/               the final model (omnifuse.save; open it with omnifuse.load)
+
+Checkpoints are written to a temporary file in the same directory, flushed and fsynced, then
+renamed over the target with ``os.replace`` (atomic on POSIX), and the directory entry is fsynced
+too. A crash or SIGKILL at any moment leaves either the previous complete file or the new one
+under the final name, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from omnifuse.config.loader import ConfigError
+from omnifuse.config.run import RunConfig
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+PERIODIC_GLOB = "step-*.ckpt"
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+MODEL_DIR = "model"
+RUN_DIR_ENV = "OMNIFUSE_RUN_DIR"
+"""Set by the launching process so that DDP ranks it starts use the same run directory."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO`` writing temp file -> fsync -> ``os.replace`` -> fsync(dir)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` atomically.
+
+        Raises:
+            TypeError: ``storage_options`` given (not supported).
+        """
+        if storage_options is not None:
+            raise TypeError(f"storage_options are not supported by {type(self).__name__}")
+        atomic_torch_save(checkpoint, Path(path))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename: fsync the directory (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """``<run_dir>/checkpoints/last.ckpt`` if it exists."""
+    path = run_dir / CHECKPOINT_DIR / LAST
+    return path if path.is_file() else None
+
+
+def periodic_checkpoints(run_dir: Path) -> list[Path]:
+    """The ``step-*.ckpt`` files, oldest first."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob(PERIODIC_GLOB))
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """``runs/<name>-<UTC timestamp>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return root / f"{name}-{stamp}"
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one that has no checkpoint.
+
+    Raises:
+        ConfigError: ``resume`` without ``last.ckpt``, or a fresh start in a dir with checkpoints.
+    """
+    last = last_checkpoint(run_dir)
+    if resume and last is None:
+        raise ConfigError(
+            [f"--resume: {run_dir / CHECKPOINT_DIR / LAST} does not exist; nothing to resume"]
+        )
+    if not resume and (last is not None or periodic_checkpoints(run_dir)):
+        raise ConfigError(
+            [
+                f"run dir {run_dir} already holds checkpoints; pass --resume to continue it or "
+                "choose another --run-dir"
+            ]
+        )
+
+
+def git_commit(path: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout containing ``path`` (read-only git calls)."""
+    try:
+        commit = _git(path, "rev-parse", "HEAD")
+        dirty = bool(_git(path, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def _git(path: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=True
+    )
+    return result.stdout.strip()
+
+
+def environment() -> dict[str, Any]:
+    """Versions and host facts worth keeping with a run."""
+    from omnifuse import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "omnifuse": __version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def write_run_files(run_dir: Path, config: RunConfig, resume: bool, argv: Sequence[str]) -> None:
+    """Write ``config.yaml`` and create/extend ``run.json`` (a resume appends to ``resumes``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    record = read_run_json(run_dir) if resume else {}
+    if resume:
+        record.setdefault("resumes", []).append({"time": now, "argv": list(argv)})
+    else:
+        record = {
+            "name": config.name,
+            "started": now,
+            "argv": list(argv),
+            "git": git_commit(Path(__file__).resolve().parent),
+            "environment": environment(),
+        }
+    record["status"] = "running"
+    write_run_json(run_dir, record)
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` as a dict (empty when missing)."""
+    path = run_dir / RUN_FILE
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def write_run_json(run_dir: Path, record: dict[str, Any]) -> None:
+    """Replace ``run.json`` atomically."""
+    path = run_dir / RUN_FILE
+    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def update_run_json(run_dir: Path, **fields: Any) -> None:
+    """Merge ``fields`` into ``run.json``."""
+    record = read_run_json(run_dir)
+    record.update(fields)
+    write_run_json(run_dir, record)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` + ``step-NNNNNN.ckpt`` every ``every_n_steps``, keeping the newest ``keep``.
+
+    Args:
+        run_dir: The run directory (checkpoints go to its ``checkpoints/``).
+        every_n_steps: Optimiser steps between checkpoints.
+        keep: Periodic checkpoints kept (None: all); ``last.ckpt`` is never removed.
+    """
+
+    def __init__(self, run_dir: Path, every_n_steps: int, keep: int | None = None) -> None:
+        super().__init__(
+            dirpath=run_dir / CHECKPOINT_DIR,
+            filename="step-{step:06d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=every_n_steps,
+            save_last=True,
+            save_top_k=-1,
+            save_on_train_epoch_end=False,
+        )
+        self.run_dir = run_dir
+        self.keep = keep
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """Save as ModelCheckpoint does, then delete periodic checkpoints beyond ``keep``."""
+        super().on_train_batch_end(trainer, *args)
+        if self.keep is not None and trainer.is_global_zero:
+            for old in periodic_checkpoints(self.run_dir)[: -self.keep]:
+                old.unlink(missing_ok=True)

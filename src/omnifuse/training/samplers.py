@@ -1,0 +1,121 @@
+"""Task samplers: which task(s) each training step trains.
+
+Every weighted draw is a pure function of ``(seed, draw index)`` and round-robin keeps a cursor,
+so a sampler's whole state is two integers; it is saved in checkpoints and a resumed run draws
+exactly the tasks an uninterrupted one would. All ranks of a distributed run draw the same tasks
+(same seed).
+
+* ``proportional``: ``p_t ∝ n_t`` (dataset sizes);
+* ``temperature``: ``p_t ∝ n_t^(1/T)`` (T = 1 is proportional, T → ∞ uniform);
+* ``uniform``: ``p_t = 1 / num_tasks``;
+* ``round_robin``: the tasks in turn, in config order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SAMPLERS = ("proportional", "temperature", "round_robin", "uniform")
+
+
+class TaskSampler:
+    """Draws ``k`` distinct tasks per step.
+
+    Args:
+        names: Task names, in config order.
+        probabilities: Probability of each task (same order; sums to 1); None for round-robin.
+        seed: Seed of every draw.
+    """
+
+    def __init__(
+        self, names: Sequence[str], probabilities: Sequence[float] | None, seed: int = 0
+    ) -> None:
+        if not names:
+            raise ValueError("a task sampler needs at least one task")
+        self.names = list(names)
+        self.probabilities = None if probabilities is None else list(probabilities)
+        self.seed = seed
+        self.draws = 0
+        self.position = 0  # round-robin cursor
+
+    def draw(self, k: int) -> list[str]:
+        """The ``k`` distinct tasks of the next step (all tasks when ``k >= num_tasks``).
+
+        Tasks come back in config order, so their losses are summed in a fixed order.
+        """
+        k = min(k, len(self.names))
+        index = self.draws
+        self.draws += 1
+        if k == len(self.names):
+            return list(self.names)
+        if self.probabilities is None:
+            chosen = {self.names[(self.position + i) % len(self.names)] for i in range(k)}
+            self.position = (self.position + k) % len(self.names)
+        else:
+            rng = random.Random(f"{self.seed}:{index}")
+            chosen = self._weighted(rng, k, self.probabilities)
+        return [n for n in self.names if n in chosen]
+
+    def _weighted(self, rng: random.Random, k: int, probabilities: list[float]) -> set[str]:
+        """``k`` tasks without replacement, each draw proportional to the remaining weights."""
+        weights = dict(zip(self.names, probabilities, strict=True))
+        chosen: set[str] = set()
+        for _ in range(k):
+            pool = [n for n in self.names if n not in chosen]
+            chosen.add(rng.choices(pool, weights=[weights[n] for n in pool])[0])
+        return chosen
+
+    def state_dict(self) -> dict[str, Any]:
+        """Draws made so far (plus what they depend on, checked on load)."""
+        return {
+            "draws": self.draws,
+            "position": self.position,
+            "seed": self.seed,
+            "names": list(self.names),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue after ``state["draws"]`` draws.
+
+        Raises:
+            ValueError: the state was saved for other tasks or another seed.
+        """
+        if list(state["names"]) != self.names or state["seed"] != self.seed:
+            raise ValueError(
+                f"cannot resume the task sampler: saved for tasks {state['names']} with seed "
+                f"{state['seed']}, but this run has tasks {self.names} with seed {self.seed}"
+            )
+        self.draws = int(state["draws"])
+        self.position = int(state.get("position", 0))
+
+
+def task_probabilities(
+    kind: str, sizes: Mapping[str, int], temperature: float = 1.0
+) -> list[float] | None:
+    """Per-task probabilities (in ``sizes`` order) of sampler ``kind``; None for round-robin.
+
+    Raises:
+        ValueError: an unknown kind, or a task whose dataset is empty for a size-based sampler.
+    """
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown task sampler {kind!r}; valid choices: {', '.join(SAMPLERS)}")
+    if kind == "round_robin":
+        return None
+    if kind == "uniform":
+        return [1.0 / len(sizes)] * len(sizes)
+    empty = [name for name, n in sizes.items() if n <= 0]
+    if empty:
+        raise ValueError(f"tasks {empty} have no training samples; the {kind} sampler needs some")
+    power = 1.0 if kind == "proportional" else 1.0 / temperature
+    weights = [float(n) ** power for n in sizes.values()]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def build_sampler(
+    kind: str, sizes: Mapping[str, int], temperature: float = 1.0, seed: int = 0
+) -> TaskSampler:
+    """A :class:`TaskSampler` over the tasks of ``sizes`` (task -> training samples)."""
+    return TaskSampler(list(sizes), task_probabilities(kind, sizes, temperature), seed)

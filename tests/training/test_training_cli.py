@@ -1,0 +1,113 @@
+"""``omnifuse train``: typed command, help, exit codes (0 done, 1 NaN stop, 2 user mistake)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import omnifuse.training.run as run_module
+from omnifuse.cli.train import train
+from omnifuse.tasks.base import Task
+
+runner = CliRunner()
+
+
+def app() -> typer.Typer:
+    """The command as the lead mounts it: ``app.command("train")(train)``."""
+    cli = typer.Typer()
+    cli.command("train")(train)
+    cli.command("noop")(lambda: None)  # two commands: typer keeps the subcommand name
+    return cli
+
+
+def test_help_comes_from_the_docstring() -> None:
+    result = runner.invoke(app(), ["train", "--help"])
+    assert result.exit_code == 0
+    assert "Train CONFIG's model on its tasks" in result.output
+    assert "--run-dir" in result.output and "--resume" in result.output
+
+
+def test_train_then_resume(
+    run_yaml: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = str(run_yaml(max_steps=2))
+    run_dir = str(tmp_path / "run")
+    done = runner.invoke(app(), ["train", config, "--run-dir", run_dir])
+    assert done.exit_code == 0, done.output
+    assert "trained 2 steps" in done.output
+    again = runner.invoke(app(), ["train", config, "--run-dir", run_dir])
+    assert again.exit_code == 2 and "already holds checkpoints; pass --resume" in again.output
+    longer = runner.invoke(
+        app(), ["train", config, "training.max_steps=3", "--run-dir", run_dir, "--resume"]
+    )
+    assert longer.exit_code == 0, longer.output
+    assert "trained 3 steps" in longer.output
+    assert "resuming with a changed config: training.max_steps" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["training.strategy=fsdp"], "needs GPUs"),
+        (["training.lr=-1"], "training.lr"),
+        (["--resume"], "--resume needs --run-dir"),
+        (["training.multitask.gradient=pcgrad"], "needs several tasks in a step"),
+    ],
+)
+def test_user_mistakes_exit_2(
+    run_yaml: Callable[..., Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = runner.invoke(
+        app(), ["train", str(run_yaml()), *args], env={"COLUMNS": "200"}, catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_nan_stop_exits_1(
+    run_yaml: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = run_module.build_tasks
+
+    class NaN(Task):
+        def forward(self, model: Any, batch: Any) -> dict[str, Any]:
+            return {"loss": inner(model, batch)["loss"] * float("nan")}
+
+    def build(*args: Any) -> Mapping[str, Task]:
+        nonlocal inner
+        tasks = dict(original(*args))
+        inner = tasks["shape"]
+        tasks["shape"] = NaN("shape", 1.0, inner.inputs)
+        return tasks
+
+    inner: Any = None
+    monkeypatch.setattr(run_module, "build_tasks", build)
+    config = str(run_yaml(multitask={"tasks_per_step": "all"}))
+    result = runner.invoke(app(), ["train", config, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "training stopped" in result.output and "non-finite loss at step 1" in result.output
+    assert "no checkpoint was written yet" in result.output
+
+
+def test_broken_data_exits_1(run_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "ok", "label": "circle"}\nnot json\n')
+    result = runner.invoke(
+        app(),
+        [
+            "train",
+            str(run_yaml()),
+            f"data.train={bad}",
+            "data.val=null",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "data error" in result.output and "bad.jsonl" in result.output
