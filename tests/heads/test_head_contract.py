@@ -19,6 +19,11 @@ TINY_HEADS: dict[str, dict[str, Any]] = {
     "mlm": {"source": "text"},
     "reconstruction": {"source": "image"},
     "caption_decoder": {"dim": 16, "num_layers": 1, "num_heads": 2, "max_length": 8},
+    "video_generator": {
+        "source": "text",
+        "tokenizer": {"stage_dims": [8, 8], "temporal_downsample": 2, "codebook_size": 8},
+        "prior": {"dim": 16, "num_layers": 1, "num_heads": 2},
+    },
 }
 
 
@@ -39,10 +44,20 @@ def test_head_contract(type_: str) -> None:
     model, _ = build_model(load_config("tiny", [f"model.heads.h={spec}"]).model)
     head = model.heads["h"]
     inputs = features(2, 17, 32)  # every tiny width (fusion, text, image) is 32
-    # A caption decoder needs its teacher-forced input to give (differentiable) logits.
-    extra = [torch.randint(7, 40, (2, 5))] if type_ == "caption_decoder" else []
+    # Decoders need their teacher-forced input to give (differentiable) logits.
+    extra = {
+        "caption_decoder": [torch.randint(7, 40, (2, 5))],
+        "video_generator": [torch.randint(0, 8, (2, getattr(head, "num_tokens", 0)))],
+    }.get(type_, [])
     out = head(inputs, *extra)
     assert out.shape[0] == 2 and torch.isfinite(out).all()
-    out.float().pow(2).mean().backward()
+    loss = out.float().pow(2).mean()
+    if type_ == "video_generator":  # stage 1 trains the VQ tokenizer on clips, not on features
+        tokenizer = head.tokenizer
+        size = (tokenizer.num_frames, 3, tokenizer.image_size, tokenizer.image_size)
+        clip = torch.randn(2, *size)  # type: ignore[arg-type]
+        vq = head.tokenizer(clip)  # type: ignore[operator]
+        loss = loss + vq.reconstruction.pow(2).mean() + vq.commitment_loss
+    loss.backward()
     missing = [n for n, p in head.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from omnifuse.config.heads import CaptionDecoderConfig
+from omnifuse.generation.sampling import top_p_filter
 from omnifuse.heads import CaptionDecoder
 from omnifuse.inference import (
     DecoderStepper,
@@ -21,7 +22,6 @@ from omnifuse.inference import (
     beam_search,
     decode,
     greedy_search,
-    nucleus_filter,
 )
 from omnifuse.modalities.base import EncoderOutput
 
@@ -165,9 +165,9 @@ def test_wide_beam_search_finds_the_best_sequence_by_brute_force() -> None:
 
 def test_nucleus_filter_keeps_the_smallest_set_reaching_top_p() -> None:
     logits = torch.tensor([0.2, 0.5, 0.3]).log()
-    assert torch.isfinite(nucleus_filter(logits, 0.6)).tolist() == [False, True, True]
-    assert torch.isfinite(nucleus_filter(logits, 0.5)).tolist() == [False, True, False]
-    assert torch.isfinite(nucleus_filter(logits, 1.0)).all()
+    assert torch.isfinite(top_p_filter(logits, 0.6)).tolist() == [False, True, True]
+    assert torch.isfinite(top_p_filter(logits, 0.5)).tolist() == [False, True, False]
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
 
 
 def test_step_rejects_a_cache_of_the_wrong_length() -> None:

@@ -14,7 +14,16 @@ from omnifuse.models import build_model
 from omnifuse.tasks import Task, build_tasks, index_inputs, list_tasks, task_builder
 from omnifuse.tasks.base import present_rows
 
-TYPES = {"classification", "contrastive", "matching", "mlm", "masked_modeling", "captioning"}
+TYPES = {
+    "classification",
+    "contrastive",
+    "matching",
+    "mlm",
+    "masked_modeling",
+    "captioning",
+    "video_tokenizer",
+    "video_generation",
+}
 
 
 def test_registry_lists_every_task_type() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from omnifuse.config.base import StrictModel, TransformerDims
+from omnifuse.config.generation import VideoGeneratorConfig
 
 
 class ClassificationHeadConfig(StrictModel):
@@ -75,6 +76,7 @@ HeadConfig = Annotated[
     | ProjectionHeadConfig
     | MLMHeadConfig
     | ReconstructionHeadConfig
-    | CaptionDecoderConfig,
+    | CaptionDecoderConfig
+    | VideoGeneratorConfig,
     Field(discriminator="type"),
 ]

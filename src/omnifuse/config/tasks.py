@@ -232,6 +232,70 @@ def _default_task_type(value: Any) -> Any:
     return value
 
 
+def _video_problems(name: str, model: ModelConfig) -> list[str]:
+    if model.encoders.video is None:
+        return [
+            f"tasks.{name}: target clips are processed by the video encoder's processor; "
+            "configure model.encoders.video"
+        ]
+    return []
+
+
+class VideoTokenizerTaskConfig(BaseTaskConfig):
+    """Stage 1: train the head's VQ tokenizer to reconstruct the input clips."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "video_generator"}
+
+    type: Literal["video_tokenizer"] = "video_tokenizer"
+    head: str = Field(description="Name of a `video_generator` head in model.heads.")
+    commitment: float = Field(
+        default=0.25, ge=0.0, description="Weight of the commitment loss (VQ-VAE's beta)."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return ["video"]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = _video_problems(name, model)
+        if not problems and "video" not in self.resolved_inputs(model):
+            problems.append(f"tasks.{name}.inputs must include 'video' (the clips to tokenize)")
+        return problems
+
+
+class VideoGenerationTaskConfig(BaseTaskConfig):
+    """Stage 2: teacher-forced cross-entropy of the prior over the frozen tokenizer's codes.
+
+    The target clip comes from ``batch["inputs"]["video"]`` but is never fed to the model: the
+    prior reads only the text features (``inputs``, default ``[text]``).
+    """
+
+    head_types: ClassVar[dict[str, str]] = {"head": "video_generator"}
+
+    type: Literal["video_generation"] = "video_generation"
+    head: str = Field(description="Name of a `video_generator` head in model.heads.")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    condition_dropout: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of samples trained without their text, for classifier-free guidance.",
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        return ["text"]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = _video_problems(name, model)
+        if "video" in self.resolved_inputs(model):
+            problems.append(
+                f"tasks.{name}.inputs contains 'video', the clip to generate; condition on text "
+                "only (e.g. inputs: [text])"
+            )
+        if "text" not in model.encoders.configured():
+            problems.append(_not_configured(name, "inputs", "text", model))
+        return problems + _source_in_inputs(name, "head", self.head, self, model)
+
+
 AnyTaskConfig = (
     ClassificationTaskConfig
     | ContrastiveTaskConfig
@@ -239,6 +303,8 @@ AnyTaskConfig = (
     | MLMTaskConfig
     | MaskedModelingTaskConfig
     | CaptioningTaskConfig
+    | VideoTokenizerTaskConfig
+    | VideoGenerationTaskConfig
 )
 TaskConfig = Annotated[
     AnyTaskConfig, Field(discriminator="type"), BeforeValidator(_default_task_type)
@@ -252,6 +318,8 @@ TASK_TYPES = (
     "mlm",
     "masked_modeling",
     "captioning",
+    "video_tokenizer",
+    "video_generation",
 )
 
 

@@ -2,13 +2,14 @@
 tensor; task objectives live elsewhere.
 
 Importing this package registers the head types ``classification``, ``projection``, ``mlm``,
-``reconstruction`` and ``caption_decoder``.
+``reconstruction``, ``caption_decoder`` and ``video_generator``.
 """
 
 from omnifuse.heads.basic import ClassificationHead, ProjectionHead
 from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.heads.mlm import MLMHead
 from omnifuse.heads.reconstruction import ReconstructionHead
+from omnifuse.heads.video_generator import VideoGenerator
 
 __all__ = [
     "CaptionDecoder",
@@ -16,4 +17,5 @@ __all__ = [
     "MLMHead",
     "ProjectionHead",
     "ReconstructionHead",
+    "VideoGenerator",
 ]

@@ -15,7 +15,6 @@ from omnifuse.inference.decoding import (
     beam_search,
     decode,
     greedy_search,
-    nucleus_filter,
     nucleus_search,
 )
 from omnifuse.inference.options import DecodingOptions, InferenceError
@@ -38,6 +37,5 @@ __all__ = [
     "decode",
     "greedy_search",
     "locate",
-    "nucleus_filter",
     "nucleus_search",
 ]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from omnifuse.generation.sampling import top_p_filter
 from omnifuse.inference.options import DecodingOptions
 from omnifuse.modalities.base import EncoderOutput
 
@@ -104,20 +105,6 @@ class Decoded:
     scores: Tensor
 
 
-def nucleus_filter(logits: Tensor, top_p: float) -> Tensor:
-    """``[..., V]`` logits with every token outside the nucleus set to ``-inf``.
-
-    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p``;
-    the most likely token is always in it, so ``top_p -> 0`` leaves only the argmax.
-    """
-    ordered, order = logits.sort(dim=-1, descending=True)
-    probs = ordered.softmax(dim=-1)
-    # A token is dropped when the mass strictly before it already reaches top_p.
-    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
 def sample_search(
     stepper: Stepper,
     batch: int,
@@ -174,7 +161,7 @@ def nucleus_search(
     """Nucleus (top-p) sampling at ``temperature`` from ``generator`` (Holtzman et al. 2020)."""
 
     def choose(logits: Tensor) -> Tensor:
-        probs = nucleus_filter(logits / temperature, top_p).softmax(dim=-1)
+        probs = top_p_filter(logits / temperature, top_p).softmax(dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     return sample_search(stepper, batch, ids, steps, choose, device)

@@ -170,6 +170,7 @@ _TASK_MODULES = (
     "omnifuse.tasks.mlm",
     "omnifuse.tasks.masked_modeling",
     "omnifuse.tasks.captioning",
+    "omnifuse.tasks.video_generation",
 )
 
 
