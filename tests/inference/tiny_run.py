@@ -38,7 +38,7 @@ HEADS = {
     "recon": "{type: reconstruction, source: image}",
     "captioner": "{type: caption_decoder, dim: 32, num_layers: 1, num_heads: 2, max_length: 12}",
     "asr": "{type: caption_decoder, dim: 32, num_layers: 1, num_heads: 2, max_length: 12}",
-    "vqa": "{type: caption_decoder, dim: 32, num_layers: 1, num_heads: 2, max_length: 6}",
+    "vqa": "{type: classification, num_classes: 25}",
 }
 
 
@@ -57,7 +57,7 @@ def task_overrides(data_dir: Path) -> list[str]:
         "tasks.mim={type: masked_modeling, modality: image, head: recon}",
         "tasks.caption={type: captioning, head: captioner, target: caption, inputs: [image]}",
         "tasks.asr={type: captioning, head: asr, target: transcript, inputs: [audio]}",
-        "tasks.answer={type: captioning, head: vqa, target: answer, inputs: [image, text], "
+        "tasks.answer={type: classification, head: vqa, target: answer, inputs: [image, text], "
         f"data: {vqa_data}}}",
     ]
 

@@ -94,7 +94,8 @@ class CaptioningTask(Task):
         if not isinstance(texts, list):
             raise ValueError(
                 f"task {self.name!r}: target {self.target_field!r} must be a list of texts; "
-                f"got {type(texts).__name__}"
+                f"got {type(texts).__name__} (a class field is encoded as indices: train a "
+                "classification task on it, or declare it a string field in the card)"
             )
         features = head_features(model, self.head, model.encode(inputs))
         ids, mask = self.tokenize(texts, features.tokens.device)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from omnifuse.data.builtin import MissingResourceError, make, shapesworld
 from omnifuse.data.builtin._common import sample_rng
-from omnifuse.data.builtin.language import make_captions, make_question
+from omnifuse.data.builtin.language import ANSWERS, make_captions, make_question
 from omnifuse.data.builtin.render import COLOURS, SHAPES
 from omnifuse.data.builtin.scenes import Scene, SceneObject, parse_scene, sample_scene
 
@@ -282,6 +282,7 @@ def test_vqa_answers_are_right_for_the_scene() -> None:
         expected = _expected_answer(question, _objects(scene))
         assert expected is not None, f"question form not covered by the test: {question!r}"
         assert answer == expected, (question, scene.describe())
+        assert answer in ANSWERS  # VQA is classification over the closed answer vocabulary
         checked[question_type] += 1
     assert set(checked) == {"existence", "count", "attribute", "spatial", "comparison"}
     assert min(checked.values()) >= 40

@@ -19,6 +19,15 @@ from omnifuse.data.builtin.render import COLOURS, SHAPES
 from omnifuse.data.builtin.scenes import Scene, SceneObject, region, relation
 
 QUESTION_TYPES = ("existence", "count", "attribute", "spatial", "comparison")
+MAX_OBJECTS = 4
+ANSWERS: tuple[str, ...] = (
+    *("yes", "no"),
+    *(str(n) for n in range(MAX_OBJECTS + 1)),
+    *COLOURS,
+    *SHAPES,
+    *("small", "large", "left", "right", "above", "below"),
+)
+"""Every answer a question can have: VQA is classification over this closed vocabulary."""
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 _PICTURES = ("a picture", "an image", "a drawing", "a scene")

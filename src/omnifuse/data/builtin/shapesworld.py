@@ -32,7 +32,12 @@ from omnifuse.data.builtin._common import (
     write_card,
     write_manifests,
 )
-from omnifuse.data.builtin.language import QUESTION_TYPES, make_captions, make_question
+from omnifuse.data.builtin.language import (
+    ANSWERS,
+    QUESTION_TYPES,
+    make_captions,
+    make_question,
+)
 from omnifuse.data.builtin.render import COLOURS, SHAPES, Sprite, draw, write_mp4
 from omnifuse.data.builtin.scenes import IMAGE_SIZE, sample_scene
 
@@ -212,9 +217,10 @@ def _fields(voices: int) -> dict[str, Row]:
         ),
         "question": field("string", "A question about the image."),
         "answer": field(
-            "string",
+            "class",
             "Short answer: yes/no, a digit 0-4, a colour, a shape, small/large, or "
-            "left/right/above/below.",
+            "left/right/above/below (a closed vocabulary: VQA as classification).",
+            list(ANSWERS),
         ),
         "question_type": field("string", f"One of: {', '.join(QUESTION_TYPES)}."),
         "label": field("class", "Shape of the largest object in the image.", shapes),
