@@ -14,7 +14,7 @@ runner = CliRunner()
 
 def test_command_map() -> None:
     group = get_command(app)
-    assert {"config", "model", "info", "demo", "data", "predict", "eval", "train"} <= set(
+    assert {"config", "model", "info", "demo", "data", "predict", "eval", "train", "study"} <= set(
         group.commands
     )  # type: ignore[attr-defined]
 

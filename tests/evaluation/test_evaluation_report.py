@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from omnifuse.evaluation import EvalOptions, evaluate
+from omnifuse.inference import InferenceError
+
 EXPECTED_METRICS = {
     "shape": {"accuracy", "macro_f1"},
     "itm": {"accuracy", "matched_accuracy", "unmatched_accuracy"},
@@ -73,3 +76,15 @@ def test_report_md_and_plots(evaluated: dict[str, Any], eval_run: Path) -> None:
     for name in names:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 100 and image.height > 100
+
+
+def test_dropped_modality_is_absent_at_test_time(eval_run: Path, tmp_path: Path) -> None:
+    """Missing-modality robustness: VQA (image + question) is scored from the question alone;
+    a task that reads only the dropped modality is skipped with a note, not an error."""
+    options = EvalOptions(max_samples=4, plots=False, drop_modalities=("image",))
+    report = evaluate(eval_run, out=tmp_path, options=options)
+    answer = report["tasks"]["answer"]
+    assert answer["samples"] > 0 and 0.0 <= answer["metrics"]["accuracy"] <= 1.0
+    assert "every input dropped" in report["tasks"]["shape"]["note"]
+    with pytest.raises(InferenceError, match=r"drop_modalities=\['smell'\]; valid choices: audio"):
+        EvalOptions(drop_modalities=("smell",))

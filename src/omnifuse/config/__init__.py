@@ -1,6 +1,6 @@
 """Typed, validated configuration (pydantic v2, ``extra="forbid"``) and its YAML loader."""
 
-from omnifuse.config.base import StrictModel, TransformerDims
+from omnifuse.config.base import MODALITIES, StrictModel, TransformerDims
 from omnifuse.config.loader import (
     ConfigError,
     apply_overrides,
@@ -9,7 +9,7 @@ from omnifuse.config.loader import (
     load_config,
     validate_config,
 )
-from omnifuse.config.model import MODALITIES, EncodersConfig, ModelConfig
+from omnifuse.config.model import EncodersConfig, ModelConfig
 from omnifuse.config.run import RunConfig
 
 __all__ = [

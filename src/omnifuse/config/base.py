@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+MODALITIES = ("audio", "image", "text", "video")
+"""The four modality names: encoder keys, manifest input fields, batch input keys."""
+
 
 class StrictModel(BaseModel):
     """Pydantic model that refuses unknown keys and validates on assignment."""

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from omnifuse.config.base import StrictModel
+from omnifuse.config.base import MODALITIES, StrictModel
 
-INPUT_FIELDS = ("audio", "image", "text", "video")
+INPUT_FIELDS = MODALITIES
 """Manifest fields that are modality inputs; every other field (except ``id``) is a target."""
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from omnifuse.config.audio import AudioEncoderConfig
-from omnifuse.config.base import StrictModel
+from omnifuse.config.base import MODALITIES, StrictModel
 from omnifuse.config.fusion import ConcatFusionConfig, FusionConfig
 from omnifuse.config.heads import HeadConfig
 from omnifuse.config.image import ImageEncoderConfig
 from omnifuse.config.text import TextEncoderConfig
 from omnifuse.config.video import VideoEncoderConfig
-
-MODALITIES = ("audio", "image", "text", "video")
 
 
 class EncodersConfig(StrictModel):

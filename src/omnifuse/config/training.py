@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from omnifuse.config.base import StrictModel
+from omnifuse.config.base import MODALITIES, StrictModel
 
-MODALITY_NAMES = ("audio", "image", "text", "video")
+MODALITY_NAMES = MODALITIES
 
 
 class ScheduleConfig(StrictModel):

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-INPUT_FIELDS = ("audio", "image", "text", "video")
+from omnifuse.config.base import MODALITIES
+
+INPUT_FIELDS = MODALITIES
 MEDIA_FIELDS = ("audio", "image", "video")
 FIELD_TYPES = ("text", "image", "audio", "video", "class", "string", "strings", "int", "float")
 CONVENTIONAL_TYPES: dict[str, str] = {

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from torch import Tensor
 
+from omnifuse.config.base import MODALITIES
 from omnifuse.inference.options import DecodingOptions, InferenceError
 
 SPLITS = ("val", "test")
@@ -31,6 +32,8 @@ class EvalOptions:
         seed: seed of the random masking of ``mlm``/``masked_modeling`` losses.
         plots: write PNG plots.
         examples: samples shown in each task's prediction grid.
+        drop_modalities: modalities removed from every batch before the model sees it (a
+            missing-modality robustness test; tasks keep the inputs they still have).
     """
 
     max_samples: int | None = None
@@ -42,6 +45,7 @@ class EvalOptions:
     seed: int = 0
     plots: bool = True
     examples: int = 8
+    drop_modalities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,6 +60,9 @@ class EvalOptions:
             )
         if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"batch_size={self.batch_size} must be >= 1")
+        unknown = sorted(set(self.drop_modalities) - set(MODALITIES))
+        if unknown:
+            problems.append(f"drop_modalities={unknown}; valid choices: {', '.join(MODALITIES)}")
         if self.examples < 0:
             problems.append(f"examples={self.examples} must be >= 0")
         if problems:

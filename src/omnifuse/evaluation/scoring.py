@@ -65,8 +65,13 @@ class TaskEval:
         return self.pipe.config.tasks[self.name]
 
     def batches(self) -> Iterator[Batch]:
-        """The evaluation batches (a fresh pass each call)."""
-        return iter_batches(self.pipe, self.data, self.split, self.options.max_samples)
+        """The evaluation batches (a fresh pass each call), without ``drop_modalities``."""
+        batches = iter_batches(self.pipe, self.data, self.split, self.options.max_samples)
+        dropped = set(self.options.drop_modalities)
+        for batch in batches:
+            if dropped:
+                batch["inputs"] = {m: v for m, v in batch["inputs"].items() if m not in dropped}
+            yield batch
 
 
 def target(job: TaskEval, batch: Batch, field: str) -> Any:
@@ -360,6 +365,9 @@ def evaluate_task(job: TaskEval) -> TaskResult:
     if job.pipe.generates_video(job.name):
         return evaluate_video(job)
     kind = task_type(job.config)
+    dropped = set(job.options.drop_modalities)
+    if dropped and dropped >= set(job.pipe.task_inputs(job.name)):
+        return TaskResult(kind, note=f"skipped: every input dropped ({', '.join(sorted(dropped))})")
     evaluator = EVALUATORS.get(kind)
     if evaluator is None:
         return TaskResult(kind, note=f"skipped: no evaluator for task type {kind!r}")
