@@ -17,7 +17,9 @@ from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixtur
 from safetensors.torch import load_model, save_model
 
 import omnifuse.heads.video_generator  # noqa: F401 - registers the head (until heads/ imports it)
+from omnifuse.config.generation import VideoSamplingConfig
 from omnifuse.config.model import EncodersConfig, ModelConfig
+from omnifuse.generation.sampling import SamplingOptions
 from omnifuse.heads.video_generator import VideoGenerator
 from omnifuse.models import MultimodalModel, build_model
 from omnifuse.registry import HeadContext, head_builder, list_heads
@@ -84,6 +86,21 @@ def test_generate_returns_frames_in_unit_range() -> None:
         for _ in range(2)
     ]
     assert torch.equal(same[0], same[1])
+
+
+def test_configured_sampling_is_the_default_and_arguments_override_it() -> None:
+    config = tiny_model_config()
+    head_config = config.heads["generator"].model_copy(
+        update={"sampling": VideoSamplingConfig(temperature=0.0, top_k=3, guidance=2.5)}
+    )
+    model, processors = build_model(config.model_copy(update={"heads": {"generator": head_config}}))
+    head = model.eval().heads["generator"]
+    assert head.options() == SamplingOptions(temperature=0.0, top_k=3, guidance=2.5)
+    assert head.options(temperature=0.7, guidance=1.0) == SamplingOptions(0.7, 3, None, 1.0)
+    features = model.encode({"text": processors["text"](["the red square moves right"])})["text"]
+    # Greedy by configuration: different random sources give the same clip.
+    first = head.generate(features, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, head.generate(features, generator=torch.Generator().manual_seed(2)))
 
 
 def test_model_weights_round_trip_with_the_codebook(tmp_path: Path) -> None:

@@ -37,12 +37,21 @@ def evaluate(
     strategy: StrategyOpt = "greedy",
     beam_size: BeamOpt = 4,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
+    judge: Annotated[
+        Path | None,
+        typer.Option(
+            "--judge",
+            help="Video classifier run (configs/runs/video-judge.yaml) that judges generated "
+            "clips: attribute accuracy and Fréchet distance.",
+        ),
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Evaluate every task of RUN_DIR on its val/test data (or --data).
 
     Writes metrics.json, report.md (task | metric | value) and PNG plots (training curves,
-    confusion matrices, sample predictions) into RUN_DIR/eval or --out.
+    confusion matrices, sample predictions) into RUN_DIR/eval or --out. With --judge, every
+    video generation task also generates one clip per prompt and reports what the judge sees.
     """
     from omnifuse.evaluation import EvalOptions
     from omnifuse.evaluation import evaluate as run_evaluation
@@ -55,7 +64,7 @@ def evaluate(
         decoding=DecodingOptions(strategy=strategy, beam_size=beam_size),  # type: ignore[arg-type]  # checked there
         plots=plots,
     )
-    report = run_evaluation(run_dir, data, split, out_dir, options, device)
+    report = run_evaluation(run_dir, data, split, out_dir, options, device, judge)
     table = Table(title=f"{run_dir} ({split})")
     for column in ("task", "metric", "value"):
         table.add_column(column)

@@ -75,6 +75,23 @@ class VideoPriorConfig(TransformerDims):
     norm_eps: float = Field(default=1e-5, gt=0.0)
 
 
+class VideoSamplingConfig(StrictModel):
+    """Default sampling of :meth:`~omnifuse.heads.video_generator.VideoGenerator.generate`.
+
+    Saved with the model, so ``omnifuse predict`` and ``omnifuse eval`` sample a run the way it
+    was tuned; arguments passed to ``generate`` override these.
+    """
+
+    temperature: float = Field(default=1.0, ge=0.0, description="Softmax temperature (0 = greedy).")
+    top_k: int | None = Field(default=None, ge=1, description="Sample among the k likeliest codes.")
+    top_p: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Nucleus: smallest set holding this mass."
+    )
+    guidance: float = Field(
+        default=1.0, ge=0.0, description="Classifier-free guidance scale (1 = off)."
+    )
+
+
 class VideoGeneratorConfig(StrictModel):
     """Text-to-video head: a VQ tokenizer plus an autoregressive prior over its codes.
 
@@ -89,3 +106,4 @@ class VideoGeneratorConfig(StrictModel):
     )
     tokenizer: VideoTokenizerConfig = Field(default_factory=VideoTokenizerConfig)
     prior: VideoPriorConfig = Field(default_factory=VideoPriorConfig)
+    sampling: VideoSamplingConfig = Field(default_factory=VideoSamplingConfig)

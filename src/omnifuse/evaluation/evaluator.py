@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from omnifuse.evaluation.batches import eval_data
+from omnifuse.evaluation.judge import Judge
 from omnifuse.evaluation.plots import (
     plot_clip_frames,
     plot_confusion,
@@ -38,6 +39,7 @@ def evaluate(
     out: str | Path | None = None,
     options: EvalOptions | None = None,
     device: str | torch.device | None = None,
+    judge: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate every task of a run and write ``metrics.json``, ``report.md`` and plots.
 
@@ -48,6 +50,9 @@ def evaluate(
         out: output directory (default: ``RUN_DIR/eval``).
         options: sample limits, retrieval pool, decoding, METEOR, plots.
         device: where to run (default: CUDA when available).
+        judge: a video classifier run (``configs/runs/video-judge.yaml``) that judges the clips
+            of every ``video_generation`` task: ``attribute_accuracy`` (and per attribute),
+            ``judge_accuracy_real`` and ``frechet_distance`` (see ``docs/video_generation.md``).
 
     Returns:
         What ``metrics.json`` holds: ``run``, ``split``, ``data``, ``tasks`` (per task its
@@ -55,17 +60,20 @@ def evaluate(
         ``confusion_matrix``) and ``files`` (the paths written).
 
     Raises:
-        InferenceError: an unknown split, or a task without data for the split.
+        InferenceError: an unknown split, a task without data for the split, or a judge
+            directory that is not a video classifier run.
+        FileNotFoundError: ``run_dir`` or ``judge`` does not exist.
     """
     if split not in SPLITS:
         raise InferenceError(f"split={split!r}; valid choices: {', '.join(SPLITS)}")
     opts = options if options is not None else EvalOptions()
     pipe = Pipeline.load(run_dir, device)
+    judged_by = None if judge is None else Judge.load(judge, device)
     data_path = None if data is None else Path(data)
     results = {}
     for name in pipe.config.tasks:
         config = eval_data(pipe, name, split, data_path, opts.batch_size)
-        results[name] = evaluate_task(TaskEval(pipe, name, config, split, opts))
+        results[name] = evaluate_task(TaskEval(pipe, name, config, split, opts, judged_by))
     out_dir = Path(out) if out is not None else Path(run_dir) / EVAL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, Path(run_dir), results) if opts.plots else []
@@ -73,6 +81,7 @@ def evaluate(
         "run": str(run_dir),
         "split": split,
         "data": None if data_path is None else str(data_path),
+        "judge": None if judge is None else str(judge),
         "tasks": {name: result.to_json() for name, result in results.items()},
     }
     report["files"] = {

@@ -45,10 +45,11 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 def render_report(report: dict[str, Any], plots: Sequence[Path], out_dir: Path) -> str:
     """The Markdown report: header, the task | metric | value table, then the plots."""
     data = report.get("data") or "the run's data"
+    judge = f" Generated clips judged by `{report['judge']}`." if report.get("judge") else ""
     lines = [
         f"# Evaluation: {report['run']}",
         "",
-        f"Split `{report['split']}` of {data}.",
+        f"Split `{report['split']}` of {data}.{judge}",
         "",
         "| task | metric | value |",
         "|---|---|---|",

@@ -9,7 +9,9 @@ contrastive         retrieval recall@1/5/10, median rank, MRR in both directions
 captioning          BLEU-4, CIDEr, ROUGE-L (+ METEOR); WER/CER for transcripts; VQA accuracy
                     for answers
 mlm, masked_mod.    the task's loss (seeded masking) and its other outputs
-video generator     PSNR of the head's tokenizer reconstruction, frames of generated clips
+video generator     PSNR of the head's tokenizer reconstruction, frames of generated clips;
+                    with a judge: attribute accuracy of generated clips (and of real ones),
+                    Fréchet distance of judge features
 ==================  =====================================================================
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -40,6 +42,10 @@ from omnifuse.metrics import (
 )
 from omnifuse.tasks.base import index_encoded, index_inputs
 
+if TYPE_CHECKING:
+    from omnifuse.evaluation.judge import Judge
+    from omnifuse.evaluation.video import JudgedClips
+
 
 @dataclass(frozen=True)
 class TaskEval:
@@ -51,6 +57,7 @@ class TaskEval:
         data: its evaluation data config.
         split: ``val`` or ``test``.
         options: evaluation options.
+        judge: a video classifier that judges generated clips (video generator tasks).
     """
 
     pipe: Pipeline
@@ -58,6 +65,7 @@ class TaskEval:
     data: DataConfig
     split: str
     options: EvalOptions
+    judge: Judge | None = None
 
     @property
     def config(self) -> Any:
@@ -337,16 +345,49 @@ def evaluate_loss(job: TaskEval) -> TaskResult:
 
 
 def evaluate_video(job: TaskEval) -> TaskResult:
-    """PSNR of the generator head's tokenizer reconstruction; clips from the first prompts."""
+    """PSNR of the generator head's tokenizer reconstruction; clips from the first prompts;
+    for ``video_generation`` tasks with a judge, the judged attribute accuracy of one generated
+    clip per prompt (the ``video_tokenizer`` task trains no prior: not judged twice)."""
     from omnifuse.evaluation.video import reconstruction_psnr, sample_clips
 
     head = job.pipe.head_of(job.name)
     psnr, count, note = reconstruction_psnr(job.pipe, head, job.batches())
-    clips, prompts = sample_clips(job.pipe, head, job.batches(), job.options.examples)
     metrics: dict[str, float | None] = {} if psnr is None else {"psnr": psnr}
+    if job.judge is not None and task_type(job.config) == "video_generation":
+        judged, judge_note = _judge(job, head, job.judge)
+        metrics |= judged.metrics() if judged.count else {}
+        note = "; ".join(n for n in (note, judge_note) if n)
+        if judged.clips:
+            return TaskResult(
+                task_type(job.config),
+                count,
+                metrics,
+                note=note,
+                clips=torch.stack(judged.clips),
+                prompts=judged.prompts,
+            )
+    clips, prompts = sample_clips(job.pipe, head, job.batches(), job.options.examples)
     return TaskResult(
         task_type(job.config), count, metrics, note=note, clips=clips, prompts=prompts
     )
+
+
+def _judge(job: TaskEval, head: str, judge: Judge) -> tuple[JudgedClips, str]:
+    """:func:`~omnifuse.evaluation.video.judge_generation` over the task's data, seeded."""
+    from omnifuse.evaluation.video import judge_generation
+
+    sizes = {a.field: len(a.classes) for a in judge.attributes}
+
+    def names(field: str) -> tuple[str, ...] | None:
+        return card_classes(job.data, field, sizes[field]).names
+
+    with seeded(job.pipe.device, job.options.seed):
+        judged, note = judge_generation(
+            job.pipe, head, job.batches(), judge, job.options.examples, names
+        )
+    if not judged.count:
+        note = "; ".join(n for n in (note, "no prompt with a real clip and labels to judge") if n)
+    return judged, note
 
 
 EVALUATORS: dict[str, Callable[[TaskEval], TaskResult]] = {

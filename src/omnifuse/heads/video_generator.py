@@ -36,6 +36,7 @@ class VideoGenerator(nn.Module):
         self, context_dim: int, config: VideoGeneratorConfig, video: VideoProcessorConfig
     ) -> None:
         super().__init__()
+        self.sampling = config.sampling
         self.tokenizer = VideoTokenizer(
             config.tokenizer, video.num_frames, video.image_size, video.mean, video.std
         )
@@ -64,14 +65,16 @@ class VideoGenerator(nn.Module):
     def generate(
         self,
         features: EncoderOutput,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         use_cache: bool = True,
     ) -> Tensor:
         """Sample clips for the conditions in ``features`` (call in eval mode).
+
+        Sampling settings left at None take the head's configured defaults (``sampling``).
 
         Args:
             features: what the head reads: ``tokens [B, S, C]``, ``mask [B, S]``.
@@ -85,8 +88,27 @@ class VideoGenerator(nn.Module):
         Returns:
             ``[B, T, 3, H, W]`` float frames in ``[0, 1]``.
         """
-        options = SamplingOptions(temperature, top_k, top_p, guidance)
-        return self.decode(self.prior.sample(features, options, generator, use_cache))
+        return self.decode(
+            self.prior.sample(
+                features, self.options(temperature, top_k, top_p, guidance), generator, use_cache
+            )
+        )
+
+    def options(
+        self,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float | None = None,
+    ) -> SamplingOptions:
+        """Sampling options: the given values, the configured defaults for the others."""
+        default = self.sampling
+        return SamplingOptions(
+            default.temperature if temperature is None else temperature,
+            default.top_k if top_k is None else top_k,
+            default.top_p if top_p is None else top_p,
+            default.guidance if guidance is None else guidance,
+        )
 
 
 def video_processor_config(context: HeadContext, head_type: str) -> VideoProcessorConfig:
