@@ -68,6 +68,17 @@ def test_eval_command(tiny_run: Path, tmp_path: Path) -> None:
     assert metrics["tasks"]["shape"]["samples"] == 1
     bad = runner.invoke(app, ["eval", str(tiny_run), "--split", "train"])
     assert bad.exit_code == 2 and "split='train'; valid choices: val, test" in bad.output
+    smell = runner.invoke(app, ["eval", str(tiny_run), "--drop", "smell"])
+    assert smell.exit_code == 2 and "drop_modalities=['smell']; valid choices" in smell.output
+
+
+def test_eval_drop_removes_a_modality(tiny_run: Path, tmp_path: Path) -> None:
+    args = ["eval", str(tiny_run), "--max-samples", "2", "--no-plots", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--drop", "audio"])
+    assert result.exit_code == 0, result.output
+    tasks = json.loads((tmp_path / "metrics.json").read_text())["tasks"]
+    assert "every input dropped" in tasks["asr"]["note"]  # the ASR task reads only audio
+    assert tasks["shape"]["samples"] == 2
 
 
 def test_eval_of_a_broken_manifest_is_a_data_error(tiny_run: Path, tmp_path: Path) -> None:

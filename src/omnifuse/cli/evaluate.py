@@ -45,6 +45,13 @@ def evaluate(
             "clips: attribute accuracy and Fréchet distance.",
         ),
     ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop",
+            help="Remove this modality from every batch (repeatable): a missing-modality test.",
+        ),
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Evaluate every task of RUN_DIR on its val/test data (or --data).
@@ -63,6 +70,7 @@ def evaluate(
         meteor=meteor,
         decoding=DecodingOptions(strategy=strategy, beam_size=beam_size),  # type: ignore[arg-type]  # checked there
         plots=plots,
+        drop_modalities=tuple(drop or ()),
     )
     report = run_evaluation(run_dir, data, split, out_dir, options, device, judge)
     table = Table(title=f"{run_dir} ({split})")
