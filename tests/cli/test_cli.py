@@ -14,9 +14,18 @@ runner = CliRunner()
 
 def test_command_map() -> None:
     group = get_command(app)
-    assert {"config", "model", "info", "demo", "data", "predict", "eval", "train", "study"} <= set(
-        group.commands
-    )  # type: ignore[attr-defined]
+    assert {
+        "config",
+        "model",
+        "info",
+        "demo",
+        "data",
+        "predict",
+        "eval",
+        "train",
+        "study",
+        "recipe",
+    } <= set(group.commands)  # type: ignore[attr-defined]
 
 
 def test_every_command_has_help() -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.evaluate import evaluate as eval_command
 from omnifuse.cli.predict import predict as predict_command
+from omnifuse.cli.recipe import recipe as recipe_command
 from omnifuse.cli.study import study as study_command
 from omnifuse.cli.train import train as train_command
 from omnifuse.config import ConfigError, dump_config, list_presets, load_config
@@ -44,6 +45,7 @@ app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("study")(study_command)
+app.command("recipe")(recipe_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -156,7 +158,7 @@ def demo(
     ),
     quick: Annotated[bool, typer.Option(help="Smaller data and model for CI.")] = False,
 ) -> None:
-    """The main job: make data, build a four-modality model, run it on real files, save/load."""
+    """The main job: ShapesWorld, pretraining, six-family fine-tuning, evaluation, report.md."""
     from omnifuse.demo import run_demo
 
     summary: dict[str, Any] = run_demo(out_dir, quick=quick)
