@@ -126,7 +126,7 @@ class Budget:
 
     @classmethod
     def of(cls, quick: bool) -> Budget:
-        return cls(96, 6, 16) if quick else cls(2000, 600, None)
+        return cls(96, 6, 16) if quick else cls(4000, 2000, None)
 
 
 def data_overrides(data: Path, tasks: Sequence[str]) -> list[str]:

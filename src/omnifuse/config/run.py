@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from omnifuse.config.base import StrictModel
@@ -22,6 +24,19 @@ class RunConfig(StrictModel):
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_data_inherits(cls, raw: Any) -> Any:
+        """A task's ``data`` section overrides fields of the run's ``data``, so ``data.train=...``
+        moves every task. A task naming its own ``train`` keeps none of the run's splits or card:
+        those belong to the run's dataset."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict):
+            return raw
+        base = raw.get("data")
+        if not isinstance(base, dict):
+            return raw
+        return {**raw, "tasks": {k: _inherit_data(v, base) for k, v in raw["tasks"].items()}}
+
     @model_validator(mode="after")
     def _tasks_fit_model(self) -> RunConfig:
         """Every task's heads exist and have the right type; its modalities are configured."""
@@ -33,3 +48,16 @@ class RunConfig(StrictModel):
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
+
+
+DATASET_FIELDS = ("train", "val", "test", "card")
+"""Data fields that name one dataset: a task with its own ``train`` inherits none of them."""
+
+
+def _inherit_data(task: Any, base: dict[str, Any]) -> Any:
+    """``task`` (raw) with its ``data`` section completed from the run's ``base`` data."""
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return task
+    own = task["data"]
+    inherited = {k: v for k, v in base.items() if "train" not in own or k not in DATASET_FIELDS}
+    return {**task, "data": {**inherited, **own}}

@@ -38,7 +38,9 @@ class BaseTaskConfig(StrictModel):
         "default: per task type.",
     )
     data: DataConfig | None = Field(
-        default=None, description="Dataset of this task; default: the run's `data` section."
+        default=None,
+        description="This task's overrides of the run's `data` section (unset fields come from "
+        "it; a task with its own `train` gets none of the run's train/val/test/card).",
     )
 
     def default_inputs(self, model: ModelConfig) -> list[str]:
@@ -49,6 +51,10 @@ class BaseTaskConfig(StrictModel):
         """The input modalities, sorted (``inputs`` or the type's default)."""
         chosen = self.default_inputs(model) if self.inputs is None else self.inputs
         return tuple(sorted(set(chosen)))
+
+    def loaded_modalities(self, model: ModelConfig) -> tuple[str, ...]:
+        """Modalities the task's batches must hold: its inputs (plus any it reads as a target)."""
+        return self.resolved_inputs(model)
 
     def head_names(self) -> dict[str, str]:
         """Field -> the head name it holds, for every head this task uses."""
@@ -283,6 +289,10 @@ class VideoGenerationTaskConfig(BaseTaskConfig):
 
     def default_inputs(self, model: ModelConfig) -> list[str]:
         return ["text"]
+
+    def loaded_modalities(self, model: ModelConfig) -> tuple[str, ...]:
+        """The text inputs plus ``video``: the clips are the targets."""
+        return tuple(sorted({*self.resolved_inputs(model), "video"}))
 
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
         problems = _video_problems(name, model)

@@ -74,16 +74,23 @@ def task_data(run: RunConfig, task: str) -> DataConfig:
 
 
 def build_streams(run: RunConfig, tasks: Sequence[str], processors: Processors) -> list[Stream]:
-    """Group ``tasks`` by identical data config (config order)."""
-    streams: dict[str, Stream] = {}
+    """Group ``tasks`` by identical data config (config order).
+
+    A stream loads only the modalities its tasks read: decoding a video or an audio file for a
+    task that drops it would cost more than the task's own step.
+    """
+    groups: dict[str, list[str]] = {}
     for task in tasks:
-        data = task_data(run, task)
-        key = json.dumps(data.model_dump(mode="json"), sort_keys=True)
-        if key not in streams:
-            name = "data" if data is run.data else f"tasks.{task}.data"
-            streams[key] = Stream(name, data, [], OmnifuseDataModule(data, processors=processors))
-        streams[key].tasks.append(task)
-    return list(streams.values())
+        key = json.dumps(task_data(run, task).model_dump(mode="json"), sort_keys=True)
+        groups.setdefault(key, []).append(task)
+    streams = []
+    for members in groups.values():
+        data = task_data(run, members[0])
+        name = "data" if data is run.data else f"tasks.{members[0]}.data"
+        used = {m for t in members for m in run.tasks[t].loaded_modalities(run.model)}
+        loaded = {m: p for m, p in processors.items() if m in used}
+        streams.append(Stream(name, data, members, OmnifuseDataModule(data, processors=loaded)))
+    return streams
 
 
 def val_loader(stream: Stream, world_size: int) -> StreamingLoader:
