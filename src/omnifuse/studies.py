@@ -29,6 +29,8 @@ BASE_CONFIG = preset_dir() / "runs" / "study-shapes.yaml"
 RESULTS = Path("docs/results.md")
 RESULTS_HEADER = "# Results\n\nMeasured on this project's CI-class machine (2 CPU cores, no GPU).\n"
 TASKS = ("vqa", "retrieval", "colour")
+CANDIDATES = 200
+"""Retrieval pool: half of the 400 validation pairs of the 4,000-sample study data."""
 FUSIONS = {
     "concat": "{type: concat, dim: 64, num_layers: 2, num_heads: 4}",
     "parallel": "{type: parallel, dim: 64, pooling: gated}",
@@ -156,7 +158,10 @@ def run_variant(
     scores: dict[str, dict[str, float | None]] = {}
     for test, drop in variant.tests.items():
         options = EvalOptions(
-            max_samples=budget.eval_samples, plots=False, drop_modalities=drop, candidates=200
+            max_samples=budget.eval_samples,
+            plots=False,
+            drop_modalities=drop,
+            candidates=CANDIDATES,
         )
         report = evaluate(
             result.run_dir, out=run_dir / f"eval-{slug(test) or 'all'}", options=options
@@ -234,7 +239,8 @@ def markdown(name: str, study: Study, summary: dict[str, Any]) -> str:
         "",
         f"`omnifuse study {name}` (base config `src/omnifuse/configs/runs/study-shapes.yaml`; "
         f"{summary['samples']} shapesworld samples, {summary['steps']} steps per run, "
-        f"evaluated on the validation split; values in %).",
+        f"evaluated on the validation split, retrieval among {CANDIDATES} candidates; "
+        "values in %).",
         "",
         "| run | " + " | ".join(header for _, _, header in cols) + " |",
         "|---|" + "---:|" * len(cols),
