@@ -60,8 +60,13 @@ def test_train_then_resume(
     ],
 )
 def test_user_mistakes_exit_2(
-    run_yaml: Callable[..., Path], tmp_path: Path, args: list[str], message: str
+    run_yaml: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # a case without --run-dir uses ./runs/<name>-<time>
     result = runner.invoke(
         app(), ["train", str(run_yaml()), *args], env={"COLUMNS": "200"}, catch_exceptions=False
     )
