@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from omnifuse.cli.main import app
@@ -41,7 +40,6 @@ def test_unknown_study_exits_2() -> None:
     assert "valid choices: fusion, multitask, robustness" in result.output
 
 
-@pytest.mark.parametrize("name", sorted(STUDIES))
-def test_study_help_lists_it(name: str) -> None:
+def test_study_help_lists_every_study() -> None:
     result = CliRunner().invoke(app, ["study", "--help"])
-    assert result.exit_code == 0 and name in result.output
+    assert result.exit_code == 0 and all(name in result.output for name in STUDIES)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import torch
 
+RESULTS = Path("docs/results.md")
+"""The results document: demo, studies and recipes each write their own section."""
+RESULTS_HEADER = "# Results\n\nMeasured on this project's CI-class machine (2 CPU cores, no GPU).\n"
+
 
 def machine() -> str:
     """One line describing where the numbers come from."""

@@ -22,12 +22,10 @@ from typing import Any
 from omnifuse.config.loader import apply_overrides, preset_dir, read_yaml, validate_config
 from omnifuse.data.builtin import make
 from omnifuse.evaluation import EvalOptions, evaluate
-from omnifuse.reporting import machine, write_section
+from omnifuse.reporting import RESULTS, RESULTS_HEADER, machine, write_section
 from omnifuse.training import train
 
 BASE_CONFIG = preset_dir() / "runs" / "study-shapes.yaml"
-RESULTS = Path("docs/results.md")
-RESULTS_HEADER = "# Results\n\nMeasured on this project's CI-class machine (2 CPU cores, no GPU).\n"
 TASKS = ("vqa", "retrieval", "colour")
 CANDIDATES = 200
 """Retrieval pool: half of the 400 validation pairs of the 4,000-sample study data."""

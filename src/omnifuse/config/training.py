@@ -12,8 +12,6 @@ from pydantic import Field, field_validator, model_validator
 
 from omnifuse.config.base import MODALITIES, StrictModel
 
-MODALITY_NAMES = MODALITIES
-
 
 class ScheduleConfig(StrictModel):
     """Learning-rate schedule: linear warmup from 0, then constant, cosine or linear decay."""
@@ -163,10 +161,10 @@ class TrainingConfig(StrictModel):
     @classmethod
     def _dropout_probabilities(cls, value: dict[str, float]) -> dict[str, float]:
         for modality, p in value.items():
-            if modality not in MODALITY_NAMES:
+            if modality not in MODALITIES:
                 raise ValueError(
                     f"modality_dropout: {modality!r} is not a modality; valid choices: "
-                    f"{', '.join(MODALITY_NAMES)}"
+                    f"{', '.join(MODALITIES)}"
                 )
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"modality_dropout.{modality}={p} must be in [0, 1)")

@@ -17,10 +17,7 @@ import yaml
 
 from omnifuse.config import RunConfig, load_config
 from omnifuse.data.builtin import make
-from omnifuse.reporting import machine, write_section
-
-RESULTS_MD = Path("docs/results.md")
-RESULTS_HEADER = "# Results\n"
+from omnifuse.reporting import RESULTS_HEADER, machine, write_section
 
 Row = tuple[str, str, float | str]  # method | metric | value
 

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from omnifuse.recipes._common import (
-    RESULTS_MD,
     Row,
     Stopwatch,
     card_classes,
@@ -30,6 +29,7 @@ from omnifuse.recipes._common import (
     timing_lines,
     train_fresh,
 )
+from omnifuse.reporting import RESULTS
 
 NAME = "emoji"
 KS = (1, 5, 10)
@@ -47,7 +47,7 @@ QUICK = [
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS_MD,
+    results_md: Path | None = RESULTS,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Make the data, train and evaluate ours on the test emoji, write ``results.json`` (+ the

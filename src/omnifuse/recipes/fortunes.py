@@ -21,7 +21,6 @@ from omnifuse.modalities.base import Processor
 from omnifuse.models import Processors, build_model, save
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.recipes._common import (
-    RESULTS_MD,
     Row,
     Stopwatch,
     card_classes,
@@ -42,6 +41,7 @@ from omnifuse.recipes.baselines import (
     evaluate_classifier,
     select_logistic_regression,
 )
+from omnifuse.reporting import RESULTS
 
 NAME = "fortunes"
 SPLITS = ("train", "val", "test")
@@ -82,7 +82,7 @@ def _linear_probe_model(
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS_MD,
+    results_md: Path | None = RESULTS,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Make the data, run both baselines and ours, write ``results.json`` (+ the results.md

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from omnifuse.recipes._common import (
-    RESULTS_MD,
     Row,
     Stopwatch,
     data_overrides,
@@ -28,6 +27,7 @@ from omnifuse.recipes._common import (
     train_fresh,
 )
 from omnifuse.recipes.baselines import pocketsphinx_transcribe, word_error_rate
+from omnifuse.reporting import RESULTS
 
 NAME = "speech"
 QUICK = [
@@ -42,7 +42,7 @@ QUICK_TEST = 4  # utterances a quick run transcribes
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS_MD,
+    results_md: Path | None = RESULTS,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Make the data, run pocketsphinx and ours on the test voices, write ``results.json``
