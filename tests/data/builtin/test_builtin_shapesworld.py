@@ -20,7 +20,13 @@ from omnifuse.data.builtin import MissingResourceError, make, shapesworld
 from omnifuse.data.builtin._common import sample_rng
 from omnifuse.data.builtin.language import ANSWERS, make_captions, make_question
 from omnifuse.data.builtin.render import COLOURS, SHAPES
-from omnifuse.data.builtin.scenes import Scene, SceneObject, parse_scene, sample_scene
+from omnifuse.data.builtin.scenes import (
+    MAIN_MARGIN,
+    Scene,
+    SceneObject,
+    parse_scene,
+    sample_scene,
+)
 
 SIZE = 20
 
@@ -118,6 +124,13 @@ def test_main_object_is_drawn_at_its_place_in_its_colour(world: Path) -> None:
         centre = pixels[main.y, main.x]
         assert np.abs(centre - COLOURS[main.colour]).max() <= 12, (row["id"], centre)
         assert (row["label"], row["topic"]) == (main.shape, main.colour)
+
+
+def test_main_object_is_clearly_the_largest(world: Path) -> None:
+    for row in all_rows(world):
+        radii = sorted(obj.radius for obj in parse_scene(row["scene"]))
+        if len(radii) > 1:
+            assert radii[-1] - radii[-2] >= MAIN_MARGIN, (row["id"], radii)
 
 
 def test_clip_motion_matches_the_frames(world: Path) -> None:

@@ -1,7 +1,9 @@
 """ShapesWorld scenes: 1-4 flat shapes on a grey 64x64 canvas, with a round-trippable description.
 
 A scene never holds two objects of the same colour *and* shape, so ``"the red circle"`` always
-names exactly one object, and its largest object (the *main* object) is unique.
+names exactly one object, and its largest object (the *main* object) is unique: its radius
+exceeds every other object's by at least ``MAIN_MARGIN`` pixels, so "the largest" is visible at a
+glance and not a one-pixel judgement.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from omnifuse.data.builtin.render import COLOURS, SHAPES, Sprite
 
 IMAGE_SIZE = 64
 SIZES = ("small", "large")
-RADII = {"small": (5, 7), "large": (10, 12)}  # inclusive ranges, pixels
+RADII = {"small": (5, 7), "large": (9, 13)}  # inclusive ranges, pixels
+MAIN_MARGIN = 3  # the main object's radius exceeds every other radius by at least this
 SPATIAL_MARGIN = 6  # centres closer than this along an axis have no clear left/right (above/below)
 _SCENE_ITEM = re.compile(r"^(small|large) (\w+) (\w+) at (\d+),(\d+) r(\d+)$")
 
@@ -105,11 +108,12 @@ def region(obj: SceneObject) -> str:
 
 
 def _radii(rng: np.random.Generator, count: int) -> tuple[list[str], list[int]]:
-    """Sizes and radii with a unique maximum radius."""
+    """Sizes and radii whose maximum exceeds every other radius by ``MAIN_MARGIN``."""
     while True:
         sizes = [SIZES[int(i)] for i in rng.integers(0, 2, size=count)]
         radii = [int(rng.integers(RADII[s][0], RADII[s][1] + 1)) for s in sizes]
-        if radii.count(max(radii)) == 1:
+        second = sorted(radii)[-2] if count > 1 else 0
+        if max(radii) - second >= MAIN_MARGIN:
             return sizes, radii
 
 
