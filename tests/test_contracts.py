@@ -48,14 +48,20 @@ TINY_FUSIONS: dict[str, list[dict[str, Any]]] = {
         for m in ("co_attention", "resampler")
     ],
 }
-ENCODER_IDS = [f"{s.modality}/{s.type}" for s in list_encoders()]
+STEMMED = {"vit", "tubelet_vit"}  # patch-embedding encoders: also checked with the conv stem
+ENCODER_IDS = [f"{s.modality}/{s.type}" for s in list_encoders()] + [
+    f"{s.modality}/{s.type}+conv" for s in list_encoders() if s.type in STEMMED
+]
 
 
 def registered_encoder(key: str, bert_dir: Path) -> tuple[Encoder, Processor[Any], str]:
-    modality, type_ = key.split("/")
+    modality, name = key.split("/")
+    type_, _, stem = name.partition("+")
     if (modality, type_) not in TINY_ENCODERS:
         pytest.fail(f"registered encoder {key} has no tiny config in TINY_ENCODERS: add one")
     cfg_dict = {"type": type_, **TINY_ENCODERS[(modality, type_)]}
+    if stem:
+        cfg_dict["stem"] = stem
     if type_ == "hf":
         cfg_dict["path"] = str(bert_dir)
     config = getattr(EncodersConfig.model_validate({modality: cfg_dict}), modality)

@@ -13,6 +13,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_stem(stem: str, patch_size: int) -> None:
+    """A conv stem halves the resolution ``log2(patch_size)`` times: the patch must be 2^k."""
+    if stem == "conv" and (patch_size < 2 or patch_size & (patch_size - 1)):
+        raise ValueError(
+            f"stem='conv' needs a power-of-two patch_size (2, 4, 8, 16...), got "
+            f"patch_size={patch_size}; use stem='patch' or change patch_size"
+        )
+
+
 class ImageAugmentConfig(StrictModel):
     """Training-time augmentation (off at eval).
 
@@ -69,6 +78,12 @@ class ViTConfig(TransformerDims):
 
     type: Literal["vit"] = "vit"
     patch_size: int = Field(default=8, gt=0)
+    stem: Literal["patch", "conv"] = Field(
+        default="patch",
+        description="patch: one strided conv per patch (ViT; HF layout). conv: 3x3 stride-2 convs "
+        "then a 1x1 projection (Xiao et al. 2021), learns shapes from far fewer samples; needs a "
+        "power-of-two patch_size.",
+    )
     channels: int = Field(default=3, gt=0)
     processor: ImageProcessorConfig = Field(default_factory=ImageProcessorConfig)
     norm_first: bool = True
@@ -85,6 +100,12 @@ class ViTConfig(TransformerDims):
         if size % self.patch_size != 0:
             raise ValueError(
                 f"processor.image_size={size} must be a multiple of patch_size={self.patch_size}"
+            )
+        check_stem(self.stem, self.patch_size)
+        if self.stem == "conv" and self.pretrained is not None:
+            raise ValueError(
+                "pretrained HF ViT weights hold a single-conv patch embedding; use stem='patch' "
+                "with pretrained, or drop pretrained to train a conv stem"
             )
         return self
 

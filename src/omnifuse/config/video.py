@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from omnifuse.config.base import TransformerDims
-from omnifuse.config.image import FrameConfig
+from omnifuse.config.image import FrameConfig, check_stem
 
 
 class VideoProcessorConfig(FrameConfig):
@@ -25,6 +25,12 @@ class TubeletViTConfig(TransformerDims):
 
     type: Literal["tubelet_vit"] = "tubelet_vit"
     patch_size: int = Field(default=8, gt=0)
+    stem: Literal["patch", "conv"] = Field(
+        default="patch",
+        description="patch: one strided conv per patch (ViT; HF layout). conv: 3x3 stride-2 convs "
+        "then a 1x1 projection (Xiao et al. 2021), learns shapes from far fewer samples; needs a "
+        "power-of-two patch_size.",
+    )
     tubelet_size: int = Field(default=2, gt=0)
     channels: int = Field(default=3, gt=0)
     processor: VideoProcessorConfig = Field(default_factory=VideoProcessorConfig)
@@ -35,6 +41,7 @@ class TubeletViTConfig(TransformerDims):
     @model_validator(mode="after")
     def _tubelets_fit(self) -> TubeletViTConfig:
         p = self.processor
+        check_stem(self.stem, self.patch_size)
         if p.image_size % self.patch_size != 0:
             raise ValueError(
                 f"processor.image_size={p.image_size} must be a multiple of "

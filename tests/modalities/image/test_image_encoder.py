@@ -109,3 +109,32 @@ def test_registry_builds_encoder_and_processor(media: dict[str, Callable[..., Pa
     batch = processor([media["png"]("a.png"), media["png"]("b.png", size=(60, 30))])
     out = encoder.eval()(batch)
     assert out.tokens.shape == (2, 17, 32)
+
+
+def test_conv_stem_keeps_the_token_grid_and_ignores_the_rest_of_the_batch() -> None:
+    from omnifuse.layers.stem import stem_widths
+
+    assert stem_widths(128, 8) == [32, 64, 128]
+    vit = ViT(tiny(stem="conv")).eval()
+    assert isinstance(vit.patch_embed, torch.nn.Sequential)
+    x = pixels(2)
+    grid = vit.patch_embed(x)
+    assert grid.shape == (2, 32, 4, 4)  # the grid of the 8x8 patch conv
+    # GroupNorm(1) normalises each image on its own: no batch statistics leak between samples.
+    alone = vit.patch_embed(x[:1])
+    other = vit.patch_embed(torch.cat([x[:1], 10 * x[1:]]))
+    torch.testing.assert_close(alone[0], grid[0])
+    torch.testing.assert_close(other[0], grid[0])
+    # A brighter image is not a rescaled copy: the stem sees contrast, not only intensity.
+    assert not torch.allclose(vit.patch_embed(x[:1] + 1.0), alone, atol=1e-3)
+
+
+def test_conv_stem_config_errors_name_the_field() -> None:
+    with pytest.raises(
+        ValueError, match=r"stem='conv' needs a power-of-two patch_size.*got patch_size=6"
+    ):
+        tiny(stem="conv", patch_size=6, processor={"image_size": 36})
+    with pytest.raises(ValueError, match="pretrained HF ViT weights"):
+        tiny(stem="conv", pretrained="/some/hf/vit")
+    with pytest.raises(ValueError, match="stem"):
+        tiny(stem="resnet")

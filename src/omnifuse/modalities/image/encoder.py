@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from omnifuse.config.image import ViTConfig
 from omnifuse.convert.hf_vit import load_hf_vit
 from omnifuse.layers import TransformerStack
+from omnifuse.layers.stem import first_weight, patch_embedding
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
 from omnifuse.modalities.image.processor import build_image_processor
 from omnifuse.registry import register_encoder
@@ -30,6 +31,9 @@ def require_input(inputs: Mapping[str, Tensor], key: str, modality: str) -> Tens
 
 class ViT(Encoder):
     """Patch embedding + [CLS] + learned positions + :class:`TransformerStack`.
+
+    ``config.stem`` picks the patch embedding: one strided conv (``"patch"``, the HF layout) or
+    a convolutional stem (``"conv"``, :mod:`omnifuse.layers.stem`).
 
     Tokens are ``[B, 1 + N, D]`` with the [CLS] token first and ``N = (S / patch_size)^2``
     patches in row-major order; every token is valid. ``pooling="cls"`` pools the [CLS] token,
@@ -52,8 +56,8 @@ class ViT(Encoder):
         self.dim = config.dim
         self.image_size = config.processor.image_size
         num_patches = (self.image_size // config.patch_size) ** 2
-        self.patch_embed = nn.Conv2d(
-            config.channels, config.dim, config.patch_size, stride=config.patch_size
+        self.patch_embed = patch_embedding(
+            config.channels, config.dim, config.patch_size, config.stem
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, config.dim))
@@ -78,7 +82,7 @@ class ViT(Encoder):
     def enable_token_mask(self) -> None:
         """Add the learned mask embedding ``token_mask`` inputs use (idempotent)."""
         if self.mask_token is None:
-            weight = self.patch_embed.weight
+            weight = first_weight(self.patch_embed)
             token = torch.zeros(1, 1, self.dim, device=weight.device, dtype=weight.dtype)
             self.mask_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
 
@@ -114,7 +118,7 @@ class ViT(Encoder):
         ``token_mask`` ``[B, N]`` (True = masked) swaps those patches for the mask token.
         """
         self._check_pixels(pixel_values)
-        grid: Tensor = self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))
+        grid: Tensor = self.patch_embed(pixel_values.to(first_weight(self.patch_embed).dtype))
         patches = grid.flatten(2).transpose(1, 2)  # (B, D, g, g) -> (B, N, D)
         if token_mask is not None:
             patches = self.mask_patches(patches, token_mask)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from omnifuse.config.video import TubeletViTConfig
 from omnifuse.layers import TransformerStack, masked_mean
+from omnifuse.layers.stem import first_weight, patch_embedding
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
 from omnifuse.modalities.image.encoder import require_input
 from omnifuse.modalities.video.processor import build_video_processor
@@ -24,6 +25,9 @@ from omnifuse.registry import register_encoder
 
 class TubeletViT(Encoder):
     """Tubelet embedding + learned space-time positions + :class:`TransformerStack`.
+
+    ``config.stem``: one Conv3d over each tubelet (``"patch"``) or a per-frame convolutional stem
+    folded over time by the last conv (``"conv"``, :mod:`omnifuse.layers.stem`).
 
     Clips may be shorter than ``num_frames`` (a multiple of ``tubelet_size``): the leading rows
     of the position table are used. With ``pooling="cls"`` a [CLS] token is prepended (always
@@ -42,8 +46,9 @@ class TubeletViT(Encoder):
         self.image_size = config.processor.image_size
         self.num_frames = config.processor.num_frames
         self.patches_per_tubelet = (self.image_size // config.patch_size) ** 2
-        kernel = (config.tubelet_size, config.patch_size, config.patch_size)
-        self.tubelet_embed = nn.Conv3d(config.channels, config.dim, kernel, stride=kernel)
+        self.tubelet_embed = patch_embedding(
+            config.channels, config.dim, config.patch_size, config.stem, config.tubelet_size
+        )
         num_tokens = self.num_frames // config.tubelet_size * self.patches_per_tubelet
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, config.dim))
         self.cls_token: nn.Parameter | None = None
@@ -84,7 +89,7 @@ class TubeletViT(Encoder):
 
     def embed(self, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
         """``[B, T, C, S, S]`` -> ``[B, N, D]`` tubelet embeddings with positions."""
-        weight = self.tubelet_embed.weight
+        weight = first_weight(self.tubelet_embed)
         keep = frame_mask.to(weight.dtype)[:, :, None, None, None]
         # Zero padding frames so that whatever they hold cannot leak into partly valid tubelets.
         clip = (pixel_values.to(weight.dtype) * keep).transpose(1, 2)  # (B, C, T, S, S)
