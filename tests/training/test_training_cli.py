@@ -57,6 +57,12 @@ def test_train_then_resume(
         (["training.lr=-1"], "training.lr"),
         (["--resume"], "--resume needs --run-dir"),
         (["training.multitask.gradient=pcgrad"], "needs several tasks in a step"),
+        (["training.multitask.ratios={nope: 2}"], "ratios names unknown tasks ['nope']"),
+        (["training.multitask.ratios={nope: -1}"], "ratios must be positive"),
+        (
+            ["training.multitask.sampler=round_robin", "training.multitask.ratios={nope: 2}"],
+            "ratios need a sampler that draws tasks",
+        ),
     ],
 )
 def test_user_mistakes_exit_2(

@@ -13,27 +13,33 @@ SIZES = {"a": 100, "b": 300, "c": 600}
 DRAWS = 6000
 
 
-def frequencies(kind: str, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
-    sampler = build_sampler(kind, SIZES, temperature, seed)
+def frequencies(
+    kind: str, temperature: float = 1.0, seed: int = 0, ratios: dict[str, float] | None = None
+) -> dict[str, float]:
+    sampler = build_sampler(kind, SIZES, temperature, seed, ratios)
     counts = Counter(sampler.draw(1)[0] for _ in range(DRAWS))
     return {name: counts[name] / DRAWS for name in SIZES}
 
 
 @pytest.mark.parametrize(
-    ("kind", "temperature", "expected"),
+    ("kind", "temperature", "ratios", "expected"),
     [
-        ("proportional", 1.0, [0.1, 0.3, 0.6]),
+        ("proportional", 1.0, None, [0.1, 0.3, 0.6]),
         # p ∝ n^(1/2): sqrt(100), sqrt(300), sqrt(600) = 10, 17.32, 24.49
-        ("temperature", 2.0, [10 / 51.81, 17.32 / 51.81, 24.49 / 51.81]),
-        ("uniform", 1.0, [1 / 3] * 3),
+        ("temperature", 2.0, None, [10 / 51.81, 17.32 / 51.81, 24.49 / 51.81]),
+        ("uniform", 1.0, None, [1 / 3] * 3),
+        # ratios multiply: uniform with a: 4, c: 0.5 -> 4, 1, 0.5 out of 5.5
+        ("uniform", 1.0, {"a": 4.0, "c": 0.5}, [4 / 5.5, 1 / 5.5, 0.5 / 5.5]),
+        # proportional with b: 2 -> 100, 600, 600 out of 1300
+        ("proportional", 1.0, {"b": 2.0}, [1 / 13, 6 / 13, 6 / 13]),
     ],
 )
 def test_sampler_frequencies_match_probabilities(
-    kind: str, temperature: float, expected: list[float]
+    kind: str, temperature: float, ratios: dict[str, float] | None, expected: list[float]
 ) -> None:
-    probs = task_probabilities(kind, SIZES, temperature)
+    probs = task_probabilities(kind, SIZES, temperature, ratios)
     assert probs == pytest.approx(expected, abs=1e-3)
-    observed = frequencies(kind, temperature)
+    observed = frequencies(kind, temperature, ratios=ratios)
     for name, p in zip(SIZES, expected, strict=True):
         # 4 standard deviations of a binomial share: fails by chance with p < 1e-4.
         tolerance = 4 * math.sqrt(p * (1 - p) / DRAWS)
@@ -89,3 +95,5 @@ def test_bad_sampler_inputs_are_named() -> None:
         task_probabilities("random", SIZES)
     with pytest.raises(ValueError, match=r"tasks \['b'\] have no training samples"):
         task_probabilities("proportional", {"a": 3, "b": 0})
+    with pytest.raises(ValueError, match="ratios need a weighted sampler"):
+        task_probabilities("round_robin", SIZES, ratios={"a": 2.0})

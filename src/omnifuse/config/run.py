@@ -45,6 +45,12 @@ class RunConfig(StrictModel):
             for name, task in self.tasks.items()
             for line in task_problems(name, task, self.model)
         ]
+        unknown = sorted(set(self.training.multitask.ratios) - set(self.tasks))
+        if unknown:
+            problems.append(
+                f"training.multitask.ratios names unknown tasks {unknown}; "
+                f"the run's tasks: {', '.join(self.tasks)}"
+            )
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self

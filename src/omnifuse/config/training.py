@@ -36,6 +36,12 @@ class MultiTaskConfig(StrictModel):
     temperature: float = Field(
         default=2.0, gt=0.0, description="T of the temperature sampler (1 = proportional)."
     )
+    ratios: dict[str, float] = Field(
+        default_factory=dict,
+        description="Relative sampling rate per task name (unlisted tasks: 1), multiplying the "
+        "sampler's probabilities: {asr: 3, topic: 0.5} draws asr 6x as often as topic. Spend "
+        "steps on slow learners and save them on cheap, solved tasks. Not with round_robin.",
+    )
     tasks_per_step: int | Literal["all"] = Field(
         default=1,
         description="Tasks contributing to each step: 1 (sampled), k distinct sampled tasks, "
@@ -51,6 +57,23 @@ class MultiTaskConfig(StrictModel):
         description="pcgrad: project conflicting task gradients on shared parameters (Yu et al. "
         "2020); needs tasks_per_step > 1.",
     )
+
+    @field_validator("ratios")
+    @classmethod
+    def _positive_ratios(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: r for name, r in value.items() if not r > 0}
+        if bad:
+            raise ValueError(f"ratios must be positive, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _ratios_need_draws(self) -> MultiTaskConfig:
+        if self.ratios and self.sampler == "round_robin":
+            raise ValueError(
+                "ratios need a sampler that draws tasks (proportional, temperature or uniform); "
+                "round_robin visits every task in turn"
+            )
+        return self
 
     @field_validator("tasks_per_step")
     @classmethod

@@ -225,6 +225,6 @@ def build_train_loader(run: RunConfig, streams: Sequence[Stream], length: int) -
     stream_of = {t: streams_of[t] for t in run.tasks if t in streams_of}  # config order
     sizes = {t: len(loaders[s].stream.source) for t, s in stream_of.items()}
     mt = run.training.multitask
-    sampler = build_sampler(mt.sampler, sizes, mt.temperature, run.training.seed)
+    sampler = build_sampler(mt.sampler, sizes, mt.temperature, run.training.seed, mt.ratios)
     k = len(stream_of) if mt.tasks_per_step == "all" else mt.tasks_per_step
     return MultiTaskLoader(loaders, stream_of, sampler, k, length)

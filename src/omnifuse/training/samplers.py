@@ -9,6 +9,9 @@ exactly the tasks an uninterrupted one would. All ranks of a distributed run dra
 * ``temperature``: ``p_t ∝ n_t^(1/T)`` (T = 1 is proportional, T → ∞ uniform);
 * ``uniform``: ``p_t = 1 / num_tasks``;
 * ``round_robin``: the tasks in turn, in config order.
+
+``ratios`` (``training.multitask.ratios``) multiply a weighted sampler's probabilities per task
+before renormalising.
 """
 
 from __future__ import annotations
@@ -92,9 +95,13 @@ class TaskSampler:
 
 
 def task_probabilities(
-    kind: str, sizes: Mapping[str, int], temperature: float = 1.0
+    kind: str,
+    sizes: Mapping[str, int],
+    temperature: float = 1.0,
+    ratios: Mapping[str, float] | None = None,
 ) -> list[float] | None:
-    """Per-task probabilities (in ``sizes`` order) of sampler ``kind``; None for round-robin.
+    """Per-task probabilities (in ``sizes`` order) of sampler ``kind``, each multiplied by its
+    ``ratios`` entry (default 1) and renormalised; None for round-robin.
 
     Raises:
         ValueError: an unknown kind, or a task whose dataset is empty for a size-based sampler.
@@ -102,20 +109,27 @@ def task_probabilities(
     if kind not in SAMPLERS:
         raise ValueError(f"unknown task sampler {kind!r}; valid choices: {', '.join(SAMPLERS)}")
     if kind == "round_robin":
+        if ratios:
+            raise ValueError("ratios need a weighted sampler, not round_robin")
         return None
+    scale = [float((ratios or {}).get(name, 1.0)) for name in sizes]
     if kind == "uniform":
-        return [1.0 / len(sizes)] * len(sizes)
+        return [r / sum(scale) for r in scale]
     empty = [name for name, n in sizes.items() if n <= 0]
     if empty:
         raise ValueError(f"tasks {empty} have no training samples; the {kind} sampler needs some")
     power = 1.0 if kind == "proportional" else 1.0 / temperature
-    weights = [float(n) ** power for n in sizes.values()]
+    weights = [float(n) ** power * r for n, r in zip(sizes.values(), scale, strict=True)]
     total = sum(weights)
     return [w / total for w in weights]
 
 
 def build_sampler(
-    kind: str, sizes: Mapping[str, int], temperature: float = 1.0, seed: int = 0
+    kind: str,
+    sizes: Mapping[str, int],
+    temperature: float = 1.0,
+    seed: int = 0,
+    ratios: Mapping[str, float] | None = None,
 ) -> TaskSampler:
     """A :class:`TaskSampler` over the tasks of ``sizes`` (task -> training samples)."""
-    return TaskSampler(list(sizes), task_probabilities(kind, sizes, temperature), seed)
+    return TaskSampler(list(sizes), task_probabilities(kind, sizes, temperature, ratios), seed)
