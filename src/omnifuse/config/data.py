@@ -42,6 +42,13 @@ class DataConfig(StrictModel):
     )
     batch_size: int = Field(default=16, gt=0)
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    cache_mb: int = Field(
+        default=0,
+        ge=0,
+        description="Keep processed media (not text) in memory up to this many MiB per process, "
+        "so later epochs skip decoding; only loads without augmentation are cached. ~48 KiB per "
+        "64 px image, ~150 KiB per 6-s log-mel clip. 0 = off.",
+    )
     pin_memory: bool = Field(default=False, description="Pin batches in page-locked memory (GPU).")
     shuffle: bool = Field(default=True, description="Shuffle the training split every epoch.")
     shuffle_buffer: int = Field(

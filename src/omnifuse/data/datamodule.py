@@ -17,7 +17,7 @@ from omnifuse.config.data import DataConfig
 from omnifuse.config.model import ModelConfig
 from omnifuse.data.card import DatasetCard, card_for_manifests, read_card
 from omnifuse.data.collate import TargetField, target_fields
-from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
+from omnifuse.data.decode import MEDIA_CACHE, BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import open_source, source_card
 from omnifuse.data.streaming import StreamingDataset, StreamingLoader, distributed_rank
 from omnifuse.modalities.base import Processor
@@ -63,10 +63,16 @@ def build_loader(
     DDP, equal batch counts per rank.
     """
     world = distributed_rank()[1] if world_size is None else world_size
+    if data.cache_mb > 0:
+        MEDIA_CACHE.reserve(data.cache_mb * 2**20)
     dataset = StreamingDataset(
         open_source(path, card),
         SampleDecoder(
-            processors, fields, training=train and data.augment, text_field=data.text_field
+            processors,
+            fields,
+            training=train and data.augment,
+            text_field=data.text_field,
+            cache=data.cache_mb > 0,
         ),
         data.batch_size,
         shuffle=train and data.shuffle,

@@ -30,6 +30,76 @@ BAD_FRACTION_WARMUP = 100
 _SPILL_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
+def _nbytes(value: Any) -> int:
+    """Bytes held by the tensors of a processed sample (a tensor, or a dict/tuple/list of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, tuple | list):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+class MediaCache:
+    """Processed media kept in memory, so that epochs after the first skip decoding.
+
+    Only deterministic loads are cached (a processor that is not :attr:`augmenting`); the key
+    holds the processor type and config, the file's path, size and mtime, so a changed file or
+    processor never reads a stale entry. Entries are added until ``limit_bytes`` is reached and
+    never evicted (an epoch touches every sample, so LRU eviction would only thrash). One cache
+    per process: DataLoader workers fill their own.
+    """
+
+    def __init__(self, limit_bytes: int = 0) -> None:
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: dict[tuple[Any, ...], Any] = {}
+
+    def reserve(self, limit_bytes: int) -> None:
+        """Raise the budget to at least ``limit_bytes`` (several data streams share the cache)."""
+        self.limit_bytes = max(self.limit_bytes, limit_bytes)
+
+    def clear(self) -> None:
+        """Drop every entry (the budget stays)."""
+        self._items.clear()
+        self.used_bytes = self.hits = self.misses = 0
+
+    @staticmethod
+    def key(processor: Processor[Any], path: Path) -> tuple[Any, ...] | None:
+        """The entry of ``processor`` loading ``path``; None when the load is not cacheable."""
+        if processor.augmenting:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None  # the processor raises the proper MediaError
+        config = repr(getattr(processor, "config", None))
+        return (type(processor).__name__, config, str(path), stat.st_size, stat.st_mtime_ns)
+
+    def get(self, key: tuple[Any, ...]) -> Any | None:
+        """The cached sample of ``key``, or None."""
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value`` if it fits in the budget."""
+        size = _nbytes(value)
+        if self.used_bytes + size <= self.limit_bytes:
+            self._items[key] = value
+            self.used_bytes += size
+
+
+MEDIA_CACHE = MediaCache()
+"""The process's cache, used by decoders built with ``cache=True`` (``data.cache_mb``)."""
+
+
 class TooManyBadSamples(RuntimeError):
     """More than ``max_bad_fraction`` of the samples seen were bad (``on_bad_sample=skip``)."""
 
@@ -108,6 +178,7 @@ class SampleDecoder:
         fields: Target fields to encode.
         training: Put the processors in training mode (augmentation).
         text_field: The row field fed to the text processor (``text`` unless configured).
+        cache: Keep processed media files in :data:`MEDIA_CACHE` (deterministic loads only).
     """
 
     def __init__(
@@ -116,8 +187,10 @@ class SampleDecoder:
         fields: Mapping[str, TargetField],
         training: bool = False,
         text_field: str = "text",
+        cache: bool = False,
     ) -> None:
         self.processors = {m: copy.copy(p).train(training) for m, p in sorted(processors.items())}
+        self.cache = MEDIA_CACHE if cache else None
         self.fields = dict(fields)
         self.training = training
         self.text_field = text_field
@@ -145,10 +218,23 @@ class SampleDecoder:
         targets = {n: f.encode(raw.fields.get(n), raw.source) for n, f in self.fields.items()}
         return LoadedSample(raw.id, inputs, targets)
 
+    @staticmethod
+    def _cached_load(cache: MediaCache, processor: Processor[Any], path: Path) -> Any:
+        key = cache.key(processor, path)
+        if key is None:
+            return processor.load(path)
+        value = cache.get(key)
+        if value is None:
+            value = processor.load(path)
+            cache.put(key, value)
+        return value
+
     def _load(self, processor: Processor[Any], modality: str, value: Any, raw: RawSample) -> Any:
         try:
             if modality == "text":
                 return processor.load(value)
+            if self.cache is not None and isinstance(value, Path):
+                return self._cached_load(self.cache, processor, value)
             with _as_path(value) as path:
                 return processor.load(path)
         except MediaError as err:

@@ -91,6 +91,12 @@ class Processor(ABC, Generic[Sample]):
     def eval(self) -> Processor[Sample]:
         return self.train(False)
 
+    @property
+    def augmenting(self) -> bool:
+        """Whether :meth:`load` draws random augmentation now (False: same input, same output,
+        so its results may be cached)."""
+        return False
+
     @abstractmethod
     def load(self, raw: Any) -> Sample:
         """One raw input -> one processed sample (no batch dimension)."""

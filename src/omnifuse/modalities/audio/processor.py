@@ -123,6 +123,11 @@ class AudioProcessor(Processor[Tensor]):
             raise MediaError(ARRAY_SOURCE, f"sample_rate must be a positive int, got {rate!r}")
         return np.asarray(samples), int(rate)
 
+    @property
+    def augmenting(self) -> bool:
+        """Whether :meth:`load` applies SpecAugment now."""
+        return self.training and self.config.spec_augment.enabled
+
     def features(self, waveform: Tensor, source: str = ARRAY_SOURCE) -> Tensor:
         """Log-mel features of one mono waveform at ``config.sample_rate`` (+ SpecAugment when
         training with it enabled).
@@ -144,9 +149,8 @@ class AudioProcessor(Processor[Tensor]):
         with torch.no_grad():
             batch: dict[str, Tensor] = self.log_mel(waveform)
         features = batch["features"][0]
-        augment = self.config.spec_augment
-        if self.training and augment.enabled:
-            features = spec_augment(features, augment)
+        if self.augmenting:
+            features = spec_augment(features, self.config.spec_augment)
         return features
 
     def load(self, raw: AudioInput) -> Tensor:
