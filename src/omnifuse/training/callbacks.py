@@ -27,7 +27,8 @@ class StepMetrics(L.Callback):
     The module leaves an optimiser step's scalars (means over its accumulation window) in
     ``pl_module.step_metrics``; this callback adds
     ``train/samples_per_s`` (all ranks, smoothed) and logs them every ``log_every_n_steps``
-    optimiser steps with the optimiser step as x-axis.
+    optimiser steps with the optimiser step as x-axis. A batch's time runs from the end of the
+    previous batch, so it includes fetching (decoding) the batch; validation is excluded.
 
     Args:
         log_every_n_steps: Logging interval in optimiser steps.
@@ -41,16 +42,22 @@ class StepMetrics(L.Callback):
         self.samples = 0
         self.seconds = 0.0
         self._start: float | None = None
+        self._last_end: float | None = None  # None after validation: time from batch start
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._start = time.perf_counter()
+        now = time.perf_counter()
+        self._start = now if self._last_end is None else self._last_end
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_end = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
     ) -> None:
         if self._start is None:
             return
-        elapsed = time.perf_counter() - self._start
+        self._last_end = time.perf_counter()
+        elapsed = self._last_end - self._start
         samples = int(batch["samples"]) * trainer.world_size
         self.samples += samples
         self.seconds += elapsed
