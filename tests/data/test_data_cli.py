@@ -25,7 +25,7 @@ def run(*args: str | Path) -> Any:
 def test_every_command_has_help() -> None:
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("make", "import", "shard", "check"):
+    for command in ("make", "import", "shard", "check", "corpus"):
         assert command in result.output
         assert run(command, "--help").exit_code == 0
 
@@ -90,6 +90,21 @@ def test_shard_exit_codes(tmp_path: Path, media: Media) -> None:
     assert (
         result.exit_code == 1 and "broken.jsonl:1: image: gone.png: file not found" in result.output
     )
+
+
+def test_corpus_writes_the_texts_of_the_fields(tmp_path: Path) -> None:
+    rows = [
+        {"id": "1", "captions": ["a red  circle", "one circle"], "question": "what colour?"},
+        {"id": "2", "captions": [], "question": "", "label": "x"},
+    ]
+    manifest = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "corpus.txt"
+    result = run("corpus", manifest, "--field", "captions", "--field", "question", "--out", out)
+    assert result.exit_code == 0 and "wrote 3 lines" in result.output
+    assert out.read_text().splitlines() == ["a red circle", "one circle", "what colour?"]
+    empty = run("corpus", manifest, "--field", "label2", "--out", out)
+    assert empty.exit_code == 1 and "no text in fields ['label2']" in empty.output
+    assert run("corpus", tmp_path / "nope.jsonl", "--field", "x", "--out", out).exit_code == 2
 
 
 def test_make_calls_the_builtin_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,12 +10,13 @@ import pytest
 from omnifuse.recipes import list_recipes, run_recipe
 from omnifuse.recipes._common import Stopwatch, markdown_table, recipe_config
 from omnifuse.recipes.emoji import _chance
-from omnifuse.recipes.speech import scores_by_engine, write_corpus
+from omnifuse.recipes.speech import scores_by_engine
 
 
 @pytest.mark.parametrize("name", ["fortunes", "emoji", "speech"])
 def test_shipped_recipe_configs_validate(name: str, tmp_path: Path) -> None:
-    corpus = write_corpus([{"transcript": "one two"}], tmp_path / "corpus.txt")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one two\n")
     overrides = {
         "fortunes": ["model.encoders.text.path=/models/minilm"],
         "emoji": ["model.encoders.text.path=/models/minilm"],

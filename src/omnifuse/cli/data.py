@@ -1,4 +1,5 @@
-"""``omnifuse data``: make built-in datasets, import common layouts, write shards, check data.
+"""``omnifuse data``: make built-in datasets, import common layouts, write shards, check data,
+write tokenizer corpora.
 
 Exit status: 0 success; 1 the data has problems (``check`` found some, an import source or a
 manifest is malformed); 2 a usage mistake (unknown name, missing path, bad option value).
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from omnifuse.data.card import CardError
 from omnifuse.data.check import CheckReport, check_path
+from omnifuse.data.corpus import write_corpus
 from omnifuse.data.importers import DatasetImportError, ImportOptions, import_dataset
 from omnifuse.data.manifest import ManifestError, Problem
 from omnifuse.data.shards import write_shards
@@ -150,6 +152,21 @@ def shard(
     out.print(
         f"[green]wrote[/] {index.num_samples} samples in {len(index.shards)} shard(s) to {out_dir}"
     )
+
+
+@app.command("corpus")
+@clean_errors
+def corpus(
+    manifest: Annotated[Path, typer.Argument(help="JSONL manifest to read.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Text file to write.")],
+    field: Annotated[list[str], typer.Option(help="Text field(s) to include (repeat the option).")],
+) -> None:
+    """Write the texts of MANIFEST's --field(s), one per line, for a tokenizer to train on
+    (``model.encoders.text.tokenizer.corpus``)."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}")
+    lines = write_corpus(manifest, field, out_file)
+    out.print(f"[green]wrote[/] {lines} lines to {out_file}")
 
 
 @app.command("check")

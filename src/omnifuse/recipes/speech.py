@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from omnifuse.data.corpus import write_corpus
 from omnifuse.recipes._common import (
     Row,
     Stopwatch,
@@ -53,7 +54,8 @@ def run(
     watch = Stopwatch()
     with watch.step("data"):
         data = ensure_data(NAME, out_dir / "data", size=40 if quick else None, workers=1)
-    corpus = write_corpus(read_rows(data / "train.jsonl"), out_dir / "corpus.txt")
+    corpus = (out_dir / "corpus.txt").resolve()
+    write_corpus(data / "train.jsonl", ["transcript"], corpus)
     base = [*data_overrides(data), f"model.encoders.text.tokenizer.corpus=[{corpus}]"]
     config = recipe_config(NAME, [*base, *(QUICK if quick else []), *overrides])
     test = read_rows(data / "test.jsonl")[: QUICK_TEST if quick else None]
@@ -89,13 +91,6 @@ def _timed_pocketsphinx(paths: Sequence[Path]) -> tuple[list[str], dict[str, flo
     with watch.step("pocketsphinx"):
         texts = pocketsphinx_transcribe(paths)
     return texts, watch.steps["pocketsphinx"]
-
-
-def write_corpus(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Write the training transcripts, one a line (the tokenizer's corpus); returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{row['transcript']}\n" for row in rows))
-    return path.resolve()
 
 
 def transcribe(model_dir: Path, paths: Sequence[Path], batch_size: int = 32) -> list[str]:
