@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -32,6 +31,7 @@ from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
 from omnifuse.data.builtin import make
 from omnifuse.data.check import check_path
+from omnifuse.data.corpus import write_corpus
 from omnifuse.demo_report import Row, metric_rows, write_report
 
 CORPUS_FIELDS = ("captions", "question", "transcript", "video_caption")
@@ -68,7 +68,7 @@ class DemoPlan:
     eval_max_samples: int | None = None
 
 
-FULL = DemoPlan(size=5000, pretrain_steps=400, finetune_steps=2000, judge_steps=500, batch_size=16)
+FULL = DemoPlan(size=5000, pretrain_steps=400, finetune_steps=5500, judge_steps=500, batch_size=16)
 QUICK = DemoPlan(
     size=60, pretrain_steps=14, finetune_steps=20, judge_steps=6, batch_size=8, shrink=True
 )
@@ -151,16 +151,14 @@ def prepare_data(run: DemoRun) -> None:
     """Generate ShapesWorld (unless the same size/seed is already there), check it, write the
     tokenizer corpus."""
     size, data_dir = run.plan.size, run.data_dir
-    imports = "from pathlib import Path; from omnifuse.demo import write_corpus"
-    corpus = f"{imports}; write_corpus(Path('{data_dir}'))"
     make_data = f"omnifuse data make shapesworld --out {data_dir} --size {size} --seed 0"
-    command = f'{make_data}\npython -c "{corpus}"'
+    command = f"{make_data}\n{corpus_command(data_dir)}"
     with run.stage("data", command) as stage:
         if has_data(data_dir, size, seed=0):
             stage.note = "(reused)"
         else:
             make("shapesworld", data_dir, size=size, seed=0, progress=True)
-        write_corpus(data_dir)
+        write_demo_corpus(data_dir)
     with run.stage("check", f"omnifuse data check {data_dir}") as stage:
         report = check_path(data_dir)
         if not report.ok:
@@ -177,17 +175,19 @@ def has_data(data_dir: Path, size: int, seed: int) -> bool:
     return bool(generator.get("size") == size and generator.get("seed") == seed)
 
 
-def write_corpus(data_dir: Path) -> Path:
+def corpus_command(data_dir: Path) -> str:
+    """The CLI command writing ``corpus.txt`` (see :func:`write_demo_corpus`)."""
+    fields = " ".join(f"--field {name}" for name in CORPUS_FIELDS)
+    return (
+        f"omnifuse data corpus {data_dir / 'train.jsonl'} {fields} --out {data_dir / 'corpus.txt'}"
+    )
+
+
+def write_demo_corpus(data_dir: Path) -> Path:
     """``corpus.txt``: one text per line from the train split (captions, questions,
     transcripts, video captions); the word-piece tokenizer of the demo trains on it."""
-    lines: list[str] = []
-    for line in (data_dir / "train.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        for name in CORPUS_FIELDS:
-            value = row.get(name)
-            lines += [v for v in (value if isinstance(value, list) else [value]) if v]
     path = data_dir / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n")
+    write_corpus(data_dir / "train.jsonl", CORPUS_FIELDS, path)
     return path
 
 
