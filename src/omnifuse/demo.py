@@ -29,7 +29,7 @@ from rich.console import Console
 
 from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
-from omnifuse.data.builtin import make
+from omnifuse.data.builtin import make, shapesworld
 from omnifuse.data.check import check_path
 from omnifuse.data.corpus import write_corpus
 from omnifuse.demo_report import Row, metric_rows, write_report
@@ -167,12 +167,14 @@ def prepare_data(run: DemoRun) -> None:
 
 
 def has_data(data_dir: Path, size: int, seed: int) -> bool:
-    """Whether ``data_dir`` holds ShapesWorld generated with ``size`` and ``seed``."""
+    """Whether ``data_dir`` holds ShapesWorld generated with ``size`` and ``seed`` by this
+    version of the generator (data of an older version is regenerated)."""
     card = data_dir / "card.yaml"
     if not card.is_file():
         return False
     generator = (yaml.safe_load(card.read_text()) or {}).get("generator") or {}
-    return bool(generator.get("size") == size and generator.get("seed") == seed)
+    wanted = {"size": size, "seed": seed, "version": shapesworld.VERSION}
+    return all(generator.get(key) == value for key, value in wanted.items())
 
 
 def corpus_command(data_dir: Path) -> str:

@@ -42,7 +42,7 @@ from omnifuse.data.builtin.render import COLOURS, SHAPES, Sprite, draw, write_mp
 from omnifuse.data.builtin.scenes import IMAGE_SIZE, sample_scene
 
 NAME = "shapesworld"
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: the main object is >= MAIN_MARGIN px larger than any other
 DEFAULT_SIZE = 5000
 MEDIA = ("image", "audio", "video")
 OPTIONS = ("modalities", "missing", "workers", "flite")
