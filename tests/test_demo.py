@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 import omnifuse
 from omnifuse.cli.main import app
 from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
-from omnifuse.demo import shrink_overrides
+from omnifuse.data.builtin import shapesworld
+from omnifuse.demo import corpus_command, has_data, shrink_overrides
 from omnifuse.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
 
 runner = CliRunner()
@@ -75,3 +78,27 @@ def test_shrink_overrides_make_a_valid_tiny_model() -> None:
         run = load_config(name, overrides)
         assert run.model.fusion.dim == 32
         assert run.model.encoders.image is not None and run.model.encoders.image.dim == 32
+
+
+def test_data_of_another_size_seed_or_generator_version_is_not_reused(tmp_path: Path) -> None:
+    def card(**generator: object) -> Path:
+        entry = {"size": 60, "seed": 0, "version": shapesworld.VERSION, **generator}
+        (tmp_path / "card.yaml").write_text(yaml.safe_dump({"generator": entry}))
+        return tmp_path
+
+    assert not has_data(tmp_path, 60, seed=0)  # no card yet
+    assert has_data(card(), 60, seed=0)
+    assert not has_data(card(size=61), 60, seed=0)
+    assert not has_data(card(seed=1), 60, seed=0)
+    assert not has_data(card(version="0.9"), 60, seed=0)
+
+
+def test_corpus_command_is_the_cli_the_demo_runs(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text(
+        '{"id": "a", "captions": ["a red circle"], "question": "how many?"}\n'
+    )
+    args = shlex.split(corpus_command(tmp_path))
+    assert args[:3] == ["omnifuse", "data", "corpus"]
+    result = runner.invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "corpus.txt").read_text().splitlines() == ["a red circle", "how many?"]

@@ -68,7 +68,7 @@ class DemoPlan:
     eval_max_samples: int | None = None
 
 
-FULL = DemoPlan(size=5000, pretrain_steps=400, finetune_steps=5500, judge_steps=500, batch_size=16)
+FULL = DemoPlan(size=5000, pretrain_steps=400, finetune_steps=4500, judge_steps=500, batch_size=16)
 QUICK = DemoPlan(
     size=60, pretrain_steps=14, finetune_steps=20, judge_steps=6, batch_size=8, shrink=True
 )
