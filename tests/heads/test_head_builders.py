@@ -60,3 +60,23 @@ def test_text_heads_need_a_text_encoder() -> None:
 def test_head_source_must_be_configured() -> None:
     with pytest.raises(ConfigError, match=r"heads\.m\.source='text' is not a configured encoder"):
         load_config("tiny", ["model.encoders.text=null", "model.heads.m={type: mlm}"])
+
+
+def test_classification_head_mean_pooling_reads_the_valid_tokens_not_pooled() -> None:
+    from omnifuse.config.heads import ClassificationHeadConfig
+    from omnifuse.heads.basic import build_classification
+
+    torch.manual_seed(0)
+    config = ClassificationHeadConfig(num_classes=3, pooling="mean")
+    head = build_classification(config, in_dim=4)
+    tokens = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    features = EncoderOutput(tokens=tokens, mask=mask, pooled=torch.zeros(2, 4))
+    expected = head.net(torch.stack([tokens[0, :2].mean(0), tokens[1].mean(0)]))
+    torch.testing.assert_close(head(features), expected)
+    # Padding does not matter; the pooled vector is not read.
+    padded = EncoderOutput(tokens.clone(), mask, pooled=torch.ones(2, 4))
+    padded.tokens[0, 2:] = 100.0
+    torch.testing.assert_close(head(padded), expected)
+    default = build_classification(ClassificationHeadConfig(num_classes=3), in_dim=4)
+    torch.testing.assert_close(default(features), default.net(features.pooled))

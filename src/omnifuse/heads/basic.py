@@ -6,17 +6,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnifuse.config.heads import ClassificationHeadConfig, ProjectionHeadConfig
+from omnifuse.layers import masked_mean
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.registry import register_head
 
 
 class ClassificationHead(nn.Module):
-    """``[B, D] pooled -> [B, num_classes]`` logits (linear, or MLP when ``hidden_dim``)."""
+    """``[B, D] pooled -> [B, num_classes]`` logits (linear, or MLP when ``hidden_dim``).
+
+    ``pooling="mean"`` reads the masked mean of the source's tokens ``[B, N, D]`` instead of its
+    pooled vector.
+    """
 
     def __init__(
-        self, in_dim: int, num_classes: int, hidden_dim: int | None = None, dropout: float = 0.0
+        self,
+        in_dim: int,
+        num_classes: int,
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+        pooling: str = "pooled",
     ) -> None:
         super().__init__()
+        self.pooling = pooling
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden_dim is not None:
             layers += [nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout)]
@@ -25,7 +36,10 @@ class ClassificationHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, features: EncoderOutput) -> Tensor:
-        return self.net(features.pooled)  # type: ignore[no-any-return]
+        pooled = features.pooled
+        if self.pooling == "mean":
+            pooled = masked_mean(features.tokens, features.mask)
+        return self.net(pooled)  # type: ignore[no-any-return]
 
 
 class ProjectionHead(nn.Module):
@@ -41,7 +55,9 @@ class ProjectionHead(nn.Module):
 
 @register_head("classification", "Linear/MLP classifier over the pooled vector.")
 def build_classification(config: ClassificationHeadConfig, in_dim: int) -> nn.Module:
-    return ClassificationHead(in_dim, config.num_classes, config.hidden_dim, config.dropout)
+    return ClassificationHead(
+        in_dim, config.num_classes, config.hidden_dim, config.dropout, config.pooling
+    )
 
 
 @register_head("projection", "L2-normalised linear projection for retrieval.")
