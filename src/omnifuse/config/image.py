@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,17 @@ from omnifuse.config.base import StrictModel, TransformerDims
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+Stem = Annotated[
+    Literal["patch", "conv"],
+    Field(
+        description="patch: one strided conv per patch (ViT; HF layout). conv: 3x3 stride-2 convs "
+        "with GroupNorm and GELU, then a 1x1 projection (Xiao et al. 2021); learns shapes from far "
+        "fewer samples; needs a power-of-two patch_size."
+    ),
+]
+"""The patch embedding of the image and video towers (``omnifuse.layers.stem``)."""
 
 
 def check_stem(stem: str, patch_size: int) -> None:
@@ -78,12 +89,7 @@ class ViTConfig(TransformerDims):
 
     type: Literal["vit"] = "vit"
     patch_size: int = Field(default=8, gt=0)
-    stem: Literal["patch", "conv"] = Field(
-        default="patch",
-        description="patch: one strided conv per patch (ViT; HF layout). conv: 3x3 stride-2 convs "
-        "then a 1x1 projection (Xiao et al. 2021), learns shapes from far fewer samples; needs a "
-        "power-of-two patch_size.",
-    )
+    stem: Stem = "patch"
     channels: int = Field(default=3, gt=0)
     processor: ImageProcessorConfig = Field(default_factory=ImageProcessorConfig)
     norm_first: bool = True

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from omnifuse.config.base import TransformerDims
-from omnifuse.config.image import FrameConfig, check_stem
+from omnifuse.config.image import FrameConfig, Stem, check_stem
 
 
 class VideoProcessorConfig(FrameConfig):
@@ -25,12 +25,7 @@ class TubeletViTConfig(TransformerDims):
 
     type: Literal["tubelet_vit"] = "tubelet_vit"
     patch_size: int = Field(default=8, gt=0)
-    stem: Literal["patch", "conv"] = Field(
-        default="patch",
-        description="patch: one strided conv per patch (ViT; HF layout). conv: 3x3 stride-2 convs "
-        "then a 1x1 projection (Xiao et al. 2021), learns shapes from far fewer samples; needs a "
-        "power-of-two patch_size.",
-    )
+    stem: Stem = "patch"
     tubelet_size: int = Field(default=2, gt=0)
     channels: int = Field(default=3, gt=0)
     processor: VideoProcessorConfig = Field(default_factory=VideoProcessorConfig)

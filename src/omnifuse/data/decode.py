@@ -68,16 +68,22 @@ class MediaCache:
         self.used_bytes = self.hits = self.misses = 0
 
     @staticmethod
-    def key(processor: Processor[Any], path: Path) -> tuple[Any, ...] | None:
-        """The entry of ``processor`` loading ``path``; None when the load is not cacheable."""
+    def tag(processor: Processor[Any]) -> tuple[str, str] | None:
+        """What identifies ``processor``'s loads in keys (its type and config); None when they
+        are not cacheable because it augments."""
         if processor.augmenting:
             return None
+        return type(processor).__name__, repr(getattr(processor, "config", None))
+
+    @staticmethod
+    def key(tag: tuple[str, str], path: Path) -> tuple[Any, ...] | None:
+        """The entry of a processor (its :meth:`tag`) loading ``path``; None when the file
+        cannot be stat'ed (the processor then raises the proper MediaError)."""
         try:
             stat = path.stat()
         except OSError:
-            return None  # the processor raises the proper MediaError
-        config = repr(getattr(processor, "config", None))
-        return (type(processor).__name__, config, str(path), stat.st_size, stat.st_mtime_ns)
+            return None
+        return (*tag, str(path), stat.st_size, stat.st_mtime_ns)
 
     def get(self, key: tuple[Any, ...]) -> Any | None:
         """The cached sample of ``key``, or None."""
@@ -191,6 +197,10 @@ class SampleDecoder:
     ) -> None:
         self.processors = {m: copy.copy(p).train(training) for m, p in sorted(processors.items())}
         self.cache = MEDIA_CACHE if cache else None
+        # Train/eval mode is fixed here, so whether and how a modality is cached is too.
+        self._cache_tags = (
+            {m: MediaCache.tag(p) for m, p in self.processors.items()} if cache else {}
+        )
         self.fields = dict(fields)
         self.training = training
         self.text_field = text_field
@@ -219,8 +229,10 @@ class SampleDecoder:
         return LoadedSample(raw.id, inputs, targets)
 
     @staticmethod
-    def _cached_load(cache: MediaCache, processor: Processor[Any], path: Path) -> Any:
-        key = cache.key(processor, path)
+    def _cached_load(
+        cache: MediaCache, tag: tuple[str, str] | None, processor: Processor[Any], path: Path
+    ) -> Any:
+        key = None if tag is None else cache.key(tag, path)
         if key is None:
             return processor.load(path)
         value = cache.get(key)
@@ -234,7 +246,8 @@ class SampleDecoder:
             if modality == "text":
                 return processor.load(value)
             if self.cache is not None and isinstance(value, Path):
-                return self._cached_load(self.cache, processor, value)
+                tag = self._cache_tags[modality]
+                return self._cached_load(self.cache, tag, processor, value)
             with _as_path(value) as path:
                 return processor.load(path)
         except MediaError as err:

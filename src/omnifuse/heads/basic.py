@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,7 +26,7 @@ class ClassificationHead(nn.Module):
         num_classes: int,
         hidden_dim: int | None = None,
         dropout: float = 0.0,
-        pooling: str = "pooled",
+        pooling: Literal["pooled", "mean"] = "pooled",
     ) -> None:
         super().__init__()
         self.pooling = pooling

@@ -16,7 +16,6 @@ from typing import Literal
 from torch import Tensor, nn
 
 Stem = Literal["patch", "conv"]
-STEMS: tuple[Stem, ...] = ("patch", "conv")
 
 
 def stem_widths(dim: int, patch_size: int) -> list[int]:
@@ -71,14 +70,18 @@ class ConvStem(nn.Sequential):
     """
 
     def __init__(self, channels: int, dim: int, patch_size: int) -> None:
-        layers: list[nn.Module] = []
-        width = channels
-        for out in stem_widths(dim, patch_size):
-            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1), nn.GroupNorm(1, out)]
-            layers += [nn.GELU()]
-            width = out
-        layers.append(nn.Conv2d(width, dim, 1))
-        super().__init__(*layers)
+        width = stem_widths(dim, patch_size)[-1]
+        super().__init__(*_downsampling(channels, dim, patch_size), nn.Conv2d(width, dim, 1))
+
+
+def _downsampling(channels: int, dim: int, patch_size: int) -> list[nn.Module]:
+    """The stride-2 3x3 conv + GroupNorm(1) + GELU triples of a conv stem (no projection)."""
+    layers: list[nn.Module] = []
+    width = channels
+    for out in stem_widths(dim, patch_size):
+        layers += [nn.Conv2d(width, out, 3, stride=2, padding=1), nn.GroupNorm(1, out), nn.GELU()]
+        width = out
+    return layers
 
 
 class FrameConvStem(nn.Module):
@@ -88,8 +91,7 @@ class FrameConvStem(nn.Module):
 
     def __init__(self, channels: int, dim: int, patch_size: int, tubelet_size: int) -> None:
         super().__init__()
-        frame = ConvStem(channels, dim, patch_size)
-        self.frames = nn.Sequential(*list(frame)[:-1])  # without the 1x1 projection
+        self.frames = nn.Sequential(*_downsampling(channels, dim, patch_size))
         width = stem_widths(dim, patch_size)[-1]
         kernel = (tubelet_size, 1, 1)
         self.fold = nn.Conv3d(width, dim, kernel, stride=kernel)

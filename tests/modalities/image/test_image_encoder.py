@@ -125,8 +125,6 @@ def test_conv_stem_keeps_the_token_grid_and_ignores_the_rest_of_the_batch() -> N
     other = vit.patch_embed(torch.cat([x[:1], 10 * x[1:]]))
     torch.testing.assert_close(alone[0], grid[0])
     torch.testing.assert_close(other[0], grid[0])
-    # A brighter image is not a rescaled copy: the stem sees contrast, not only intensity.
-    assert not torch.allclose(vit.patch_embed(x[:1] + 1.0), alone, atol=1e-3)
 
 
 def test_conv_stem_config_errors_name_the_field() -> None:
