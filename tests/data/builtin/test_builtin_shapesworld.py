@@ -18,7 +18,12 @@ from PIL import Image
 
 from omnifuse.data.builtin import MissingResourceError, make, shapesworld
 from omnifuse.data.builtin._common import sample_rng
-from omnifuse.data.builtin.language import ANSWERS, make_captions, make_question
+from omnifuse.data.builtin.language import (
+    ANSWERS,
+    make_captions,
+    make_question,
+    retrieval_ceiling,
+)
 from omnifuse.data.builtin.render import COLOURS, SHAPES
 from omnifuse.data.builtin.scenes import (
     MAIN_MARGIN,
@@ -170,6 +175,35 @@ def test_captions_vary_for_the_same_scene() -> None:
     assert len(firsts) >= 4
     captions = make_captions(scene, sample_rng(7, 0))
     assert len(captions) == len(set(captions)) == 5
+
+
+def _lone(colour: str, shape: str, x: int = 32) -> Scene:
+    return Scene((SceneObject(shape, colour, "large", x, 32, 11),))
+
+
+def test_retrieval_ceiling_is_one_when_captions_name_distinct_scenes() -> None:
+    scenes = [_lone("red", "circle"), _lone("blue", "square"), _lone("green", "star")]
+    texts = [make_captions(scene, sample_rng(1, k), count=1)[0] for k, scene in enumerate(scenes)]
+    assert retrieval_ceiling(scenes, texts, draws=50) == 1.0
+
+
+def test_retrieval_ceiling_shares_out_captions_that_fit_several_scenes() -> None:
+    # Two lone red circles in other places: "a single red circle" fits both; a blue square is
+    # told apart. Expected R@1: (1/2 + 1/2 + 1) / 3.
+    scenes = [_lone("red", "circle", 20), _lone("red", "circle", 44), _lone("blue", "square")]
+    texts = ["a single red circle", "a single red circle", "a single blue square"]
+    assert retrieval_ceiling(scenes, texts, draws=500) == pytest.approx(2 / 3)
+    # The first circle moves to the top left and its caption says so: the second scene cannot
+    # produce that caption (R@1 1), but the first can still produce the second's "a single red
+    # circle" (R@1 1/2). Expected: (1/2 + 1 + 1) / 3.
+    texts[0] = "a big red circle in the top left"
+    scenes[0] = Scene((SceneObject("circle", "red", "large", 14, 14, 11),))
+    assert retrieval_ceiling(scenes, texts, draws=2000) == pytest.approx(5 / 6)
+
+
+def test_retrieval_ceiling_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 scenes but 1 texts"):
+        retrieval_ceiling([_lone("red", "circle")] * 2, ["a single red circle"])
 
 
 def test_first_colour_and_shape_named_are_the_main_object(world: Path) -> None:

@@ -158,6 +158,44 @@ def make_captions(scene: Scene, rng: np.random.Generator, count: int = 5) -> lis
     return captions
 
 
+def retrieval_ceiling(
+    scenes: Sequence[Scene], texts: Sequence[str], draws: int = 5000, seed: int = 0
+) -> float:
+    """Expected image->text R@1 of an oracle that knows every scene exactly.
+
+    Many captions fit several scenes ("a single red hexagon" fits every lone red hexagon), so even
+    a perfect model cannot tell which of the consistent captions in the pool is the one written
+    for a scene. The oracle ranks first, at random, one of the pool's captions that
+    :func:`make_captions` can produce for the scene: its expected R@1 is the mean of
+    ``1 / consistent`` over the scenes.
+
+    Every caption names its scene's main object first, so only captions of scenes with the same
+    main object are candidates; each is tested by drawing up to ``draws`` captions of the scene
+    (stopping once all are found). A caption never drawn counts as inconsistent, so the value is
+    an upper bound that tightens with ``draws``.
+
+    Args:
+        scenes: one scene per pair of the pool, in pool order.
+        texts: the caption paired with each scene (the pool of candidates).
+    """
+    if len(scenes) != len(texts):
+        raise ValueError(f"{len(scenes)} scenes but {len(texts)} texts")
+    rng = np.random.default_rng(seed)
+    by_main: dict[str, list[int]] = {}
+    for index, scene in enumerate(scenes):
+        by_main.setdefault(scene.main.name, []).append(index)
+    total = 0.0
+    for index, scene in enumerate(scenes):
+        unseen = {texts[j] for j in by_main[scene.main.name]} - {texts[index]}
+        for _ in range(draws if unseen else 0):
+            unseen.discard(make_captions(scene, rng, count=1)[0])
+            if not unseen:
+                break
+        consistent = [j for j in by_main[scene.main.name] if texts[j] not in unseen]
+        total += 1.0 / len(consistent)
+    return total / max(len(scenes), 1)
+
+
 # --- questions -------------------------------------------------------------------------------
 
 
