@@ -63,6 +63,14 @@ def test_train_then_resume(
             ["training.multitask.sampler=round_robin", "training.multitask.ratios={nope: 2}"],
             "ratios need a sampler that draws tasks",
         ),
+        (
+            ["training.multitask.curriculum={steps: 1, tasks: [nope]}"],
+            "curriculum.tasks names unknown tasks ['nope']",
+        ),
+        (
+            ["training.max_steps=4", "training.multitask.curriculum={steps: 4, tasks: [nope]}"],
+            "curriculum.steps=4 leaves no step for the other tasks",
+        ),
     ],
 )
 def test_user_mistakes_exit_2(

@@ -70,3 +70,19 @@ def test_state_dict_resumes_exactly_across_epochs(
     assert [summary(resumed.next_step()) for _ in range(25)] == expected
     epochs = {name: s["epoch"] for name, s in first.state_dict()["streams"].items()}
     assert epochs["data"] >= 1 or epochs["tasks.itc.data"] >= 1
+
+
+def test_curriculum_counts_optimiser_steps_of_accumulated_batches(
+    run_config: Callable[..., RunConfig], shapes_dir: Path
+) -> None:
+    config = run_config(
+        "training.multitask.sampler=uniform",
+        "training.max_steps=20",
+        "training.grad_accumulation=2",
+        "training.multitask.curriculum={steps: 3, tasks: [itc]}",
+        tasks=tasks_with_own_data(shapes_dir),
+    )
+    run = loader(config)
+    tasks = [run.next_step()["tasks"] for _ in range(40)]
+    assert tasks[:6] == [["itc"]] * 6  # 3 optimiser steps of 2 batches each
+    assert {t for step in tasks[6:] for t in step} == {"shape", "colour", "itc"}

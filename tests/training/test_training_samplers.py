@@ -83,6 +83,36 @@ def test_state_dict_resumes_the_sequence() -> None:
     assert head + [resumed.draw(1)[0] for _ in range(30)] == expected
 
 
+@pytest.mark.parametrize("kind", ["uniform", "proportional", "round_robin"])
+def test_curriculum_draws_only_its_tasks_first(kind: str) -> None:
+    ratios = None if kind == "round_robin" else {"a": 5.0}
+    sampler = build_sampler(kind, SIZES, seed=2, ratios=ratios, curriculum=(40, ["c", "b"]))
+    first = [sampler.draw(1)[0] for _ in range(40)]
+    later = [sampler.draw(1)[0] for _ in range(400)]
+    assert set(first) == {"b", "c"}  # both curriculum tasks, never "a"
+    assert set(later) == {"a", "b", "c"}
+    assert sampler.draw(3) == ["a", "b", "c"]
+
+
+def test_curriculum_keeps_the_later_sequence_and_resumes_across_its_end() -> None:
+    plain = build_sampler("uniform", SIZES, seed=4)
+    staged = build_sampler("uniform", SIZES, seed=4, curriculum=(10, ["b"]))
+    plain_draws = [plain.draw(1)[0] for _ in range(30)]
+    staged_draws = [staged.draw(1)[0] for _ in range(30)]
+    assert staged_draws[:10] == ["b"] * 10
+    assert staged_draws[10:] == plain_draws[10:]  # after the curriculum: the same draws
+    part = build_sampler("uniform", SIZES, seed=4, curriculum=(10, ["b"]))
+    head = [part.draw(1)[0] for _ in range(7)]
+    resumed = build_sampler("uniform", SIZES, seed=4, curriculum=(10, ["b"]))
+    resumed.load_state_dict(part.state_dict())
+    assert head + [resumed.draw(1)[0] for _ in range(23)] == staged_draws
+
+
+def test_curriculum_of_unknown_tasks_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"curriculum tasks \['z'\] are not among"):
+        build_sampler("uniform", SIZES, curriculum=(5, ["a", "z"]))
+
+
 def test_state_of_other_tasks_is_refused() -> None:
     state = build_sampler("uniform", SIZES).state_dict()
     other = build_sampler("uniform", {"a": 1, "b": 1})

@@ -51,9 +51,28 @@ class RunConfig(StrictModel):
                 f"training.multitask.ratios names unknown tasks {unknown}; "
                 f"the run's tasks: {', '.join(self.tasks)}"
             )
+        problems += self._curriculum_problems()
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
+
+    def _curriculum_problems(self) -> list[str]:
+        curriculum = self.training.multitask.curriculum
+        if curriculum is None:
+            return []
+        problems = []
+        unknown = sorted(set(curriculum.tasks) - set(self.tasks))
+        if unknown:
+            problems.append(
+                f"training.multitask.curriculum.tasks names unknown tasks {unknown}; "
+                f"the run's tasks: {', '.join(self.tasks)}"
+            )
+        if curriculum.steps >= self.training.max_steps:
+            problems.append(
+                f"training.multitask.curriculum.steps={curriculum.steps} leaves no step for "
+                f"the other tasks: it must be below training.max_steps={self.training.max_steps}"
+            )
+        return problems
 
 
 DATASET_FIELDS = ("train", "val", "test", "card")

@@ -25,6 +25,14 @@ class ScheduleConfig(StrictModel):
     )
 
 
+class CurriculumConfig(StrictModel):
+    """Train only some tasks first: the first ``steps`` optimiser steps draw from ``tasks``
+    alone (with the run's sampler and ratios restricted to them), then from every task."""
+
+    steps: int = Field(gt=0, description="Optimiser steps that train only `tasks`.")
+    tasks: list[str] = Field(min_length=1, description="The tasks those first steps train.")
+
+
 class MultiTaskConfig(StrictModel):
     """How the tasks of a run share the steps and how their losses combine."""
 
@@ -41,6 +49,11 @@ class MultiTaskConfig(StrictModel):
         description="Relative sampling rate per task name (unlisted tasks: 1), multiplying the "
         "sampler's probabilities: {asr: 3, topic: 0.5} draws asr 6x as often as topic. Spend "
         "steps on slow learners and save them on cheap, solved tasks. Not with round_robin.",
+    )
+    curriculum: CurriculumConfig | None = Field(
+        default=None,
+        description="{steps: N, tasks: [...]}: the first N steps train only these tasks (e.g. "
+        "slow visual recognition before the towers are shared with every other task).",
     )
     tasks_per_step: int | Literal["all"] = Field(
         default=1,

@@ -225,6 +225,12 @@ def build_train_loader(run: RunConfig, streams: Sequence[Stream], length: int) -
     stream_of = {t: streams_of[t] for t in run.tasks if t in streams_of}  # config order
     sizes = {t: len(loaders[s].stream.source) for t, s in stream_of.items()}
     mt = run.training.multitask
-    sampler = build_sampler(mt.sampler, sizes, mt.temperature, run.training.seed, mt.ratios)
+    curriculum = None
+    if mt.curriculum is not None:  # draws are per batch; the curriculum counts optimiser steps
+        draws = mt.curriculum.steps * run.training.grad_accumulation
+        curriculum = (draws, mt.curriculum.tasks)
+    sampler = build_sampler(
+        mt.sampler, sizes, mt.temperature, run.training.seed, mt.ratios, curriculum
+    )
     k = len(stream_of) if mt.tasks_per_step == "all" else mt.tasks_per_step
     return MultiTaskLoader(loaders, stream_of, sampler, k, length)

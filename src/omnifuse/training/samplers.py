@@ -11,7 +11,8 @@ exactly the tasks an uninterrupted one would. All ranks of a distributed run dra
 * ``round_robin``: the tasks in turn, in config order.
 
 ``ratios`` (``training.multitask.ratios``) multiply a weighted sampler's probabilities per task
-before renormalising.
+before renormalising. A curriculum (``training.multitask.curriculum``) restricts the first draws
+to some tasks: the same sampler over those tasks alone (probabilities renormalised among them).
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ class TaskSampler:
         names: Task names, in config order.
         probabilities: Probability of each task (same order; sums to 1); None for round-robin.
         seed: Seed of every draw.
+        curriculum: ``(draws, tasks)``: the first ``draws`` draws pick from ``tasks`` only.
     """
 
     def __init__(
-        self, names: Sequence[str], probabilities: Sequence[float] | None, seed: int = 0
+        self,
+        names: Sequence[str],
+        probabilities: Sequence[float] | None,
+        seed: int = 0,
+        curriculum: tuple[int, Sequence[str]] | None = None,
     ) -> None:
         if not names:
             raise ValueError("a task sampler needs at least one task")
@@ -42,31 +48,38 @@ class TaskSampler:
         self.seed = seed
         self.draws = 0
         self.position = 0  # round-robin cursor
+        self.curriculum_draws, first = curriculum or (0, names)
+        unknown = sorted(set(first) - set(names))
+        if unknown or not first:
+            raise ValueError(f"curriculum tasks {unknown or '[]'} are not among {self.names}")
+        self.curriculum_tasks = [n for n in self.names if n in set(first)]
 
     def draw(self, k: int) -> list[str]:
         """The ``k`` distinct tasks of the next step (all tasks when ``k >= num_tasks``).
 
         Tasks come back in config order, so their losses are summed in a fixed order.
         """
-        k = min(k, len(self.names))
         index = self.draws
         self.draws += 1
-        if k == len(self.names):
-            return list(self.names)
+        names = self.curriculum_tasks if index < self.curriculum_draws else self.names
+        k = min(k, len(names))
+        if k == len(names):
+            return list(names)
         if self.probabilities is None:
-            chosen = {self.names[(self.position + i) % len(self.names)] for i in range(k)}
-            self.position = (self.position + k) % len(self.names)
+            chosen = {names[(self.position + i) % len(names)] for i in range(k)}
+            self.position = (self.position + k) % len(names)
         else:
             rng = random.Random(f"{self.seed}:{index}")
-            chosen = self._weighted(rng, k, self.probabilities)
+            chosen = self._weighted(rng, k, names)
         return [n for n in self.names if n in chosen]
 
-    def _weighted(self, rng: random.Random, k: int, probabilities: list[float]) -> set[str]:
-        """``k`` tasks without replacement, each draw proportional to the remaining weights."""
-        weights = dict(zip(self.names, probabilities, strict=True))
+    def _weighted(self, rng: random.Random, k: int, names: list[str]) -> set[str]:
+        """``k`` of ``names`` without replacement, each draw proportional to the remaining
+        weights."""
+        weights = dict(zip(self.names, self.probabilities or (), strict=True))
         chosen: set[str] = set()
         for _ in range(k):
-            pool = [n for n in self.names if n not in chosen]
+            pool = [n for n in names if n not in chosen]
             chosen.add(rng.choices(pool, weights=[weights[n] for n in pool])[0])
         return chosen
 
@@ -130,6 +143,9 @@ def build_sampler(
     temperature: float = 1.0,
     seed: int = 0,
     ratios: Mapping[str, float] | None = None,
+    curriculum: tuple[int, Sequence[str]] | None = None,
 ) -> TaskSampler:
-    """A :class:`TaskSampler` over the tasks of ``sizes`` (task -> training samples)."""
-    return TaskSampler(list(sizes), task_probabilities(kind, sizes, temperature, ratios), seed)
+    """A :class:`TaskSampler` over the tasks of ``sizes`` (task -> training samples);
+    ``curriculum`` = ``(draws, tasks)`` restricts the first draws to ``tasks``."""
+    probabilities = task_probabilities(kind, sizes, temperature, ratios)
+    return TaskSampler(list(sizes), probabilities, seed, curriculum)
