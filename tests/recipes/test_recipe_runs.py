@@ -10,7 +10,7 @@ import pytest
 from omnifuse.recipes import list_recipes, run_recipe
 from omnifuse.recipes._common import Stopwatch, markdown_table, recipe_config
 from omnifuse.recipes.emoji import _chance
-from omnifuse.recipes.speech import scores_by_engine
+from omnifuse.recipes.speech import _verdict, scores_by_engine
 
 
 @pytest.mark.parametrize("name", ["fortunes", "emoji", "speech"])
@@ -52,6 +52,24 @@ def test_speech_scores_split_by_engine() -> None:
     assert scores["espeak"]["wer"] == pytest.approx(0.5)
     assert scores["all"]["wer"] == pytest.approx(1 / 6)
     assert scores["all"]["utterances"] == 2
+
+
+def test_speech_verdict_names_the_voice_families_each_side_wins() -> None:
+    def wer(**groups: float) -> dict[str, dict[str, float]]:
+        return {g: {"wer": v} for g, v in groups.items()}
+
+    split = _verdict(
+        {
+            "ours": wer(all=0.45, espeak=0.30, flite=0.70),
+            "pocketsphinx": wer(all=0.51, espeak=0.85, flite=0.06),
+        }
+    )
+    assert split.startswith("**Ours beats pocketsphinx** on all test audio (all WER 0.450")
+    assert "Ours is better on espeak WER 0.300 against 0.850." in split
+    assert "pocketsphinx is better on flite WER 0.700 against 0.060." in split
+    lost = _verdict({"ours": wer(all=0.6, espeak=0.6), "pocketsphinx": wer(all=0.5, espeak=0.5)})
+    assert lost.startswith("**Ours does not beat pocketsphinx**")
+    assert "Ours is better" not in lost
 
 
 def test_emoji_chance_levels() -> None:

@@ -123,15 +123,25 @@ def scores_by_engine(
 
 
 def _verdict(results: dict[str, Any]) -> str:
-    """One sentence: does ours beat pocketsphinx on the whole test split?"""
-    ours, baseline = results["ours"]["all"]["wer"], results["pocketsphinx"]["all"]["wer"]
-    if ours < baseline:
-        return f"Ours beats pocketsphinx: WER {ours:.3f} against {baseline:.3f} on all test audio."
-    return (
-        f"**Ours does not beat pocketsphinx** (WER {ours:.3f} against {baseline:.3f}): "
-        f"{results['steps']} steps are far too few for a recognizer trained from scratch; the "
-        "transcripts below show what it learned so far."
-    )
+    """Does ours beat pocketsphinx on the whole test split, and on which voice families?"""
+    ours, baseline = results["ours"], results["pocketsphinx"]
+    groups = [g for g in ours if g != "all" and g in baseline]
+    wins = [g for g in groups if ours[g]["wer"] < baseline[g]["wer"]]
+    losses = [g for g in groups if g not in wins]
+
+    def compare(group: str) -> str:
+        return f"{group} WER {ours[group]['wer']:.3f} against {baseline[group]['wer']:.3f}"
+
+    if ours["all"]["wer"] < baseline["all"]["wer"]:
+        head = f"**Ours beats pocketsphinx** on all test audio ({compare('all')})."
+    else:
+        head = f"**Ours does not beat pocketsphinx** on all test audio ({compare('all')})."
+    parts = [head]
+    if wins:
+        parts.append(f"Ours is better on {'; '.join(map(compare, wins))}.")
+    if losses:
+        parts.append(f"pocketsphinx is better on {'; '.join(map(compare, losses))}.")
+    return " ".join(parts)
 
 
 def section(results: dict[str, Any]) -> str:
