@@ -53,6 +53,8 @@ class DemoPlan:
     Attributes:
         size: ShapesWorld samples (80/10/10 train/val/test; retrieval needs 500 in val).
         pretrain_steps, finetune_steps: optimiser steps of the two training stages.
+        curriculum_steps: the first fine-tuning steps, which train only visual recognition
+            (``training.multitask.curriculum`` of ``configs/runs/demo-finetune.yaml``).
         judge_steps: optimiser steps of the video judge (``configs/runs/video-judge.yaml``).
         batch_size: training batch size.
         shrink: replace the run configs' model by a tiny one (quick mode).
@@ -62,15 +64,29 @@ class DemoPlan:
     size: int
     pretrain_steps: int
     finetune_steps: int
+    curriculum_steps: int
     judge_steps: int
     batch_size: int
     shrink: bool = False
     eval_max_samples: int | None = None
 
 
-FULL = DemoPlan(size=5000, pretrain_steps=400, finetune_steps=4500, judge_steps=500, batch_size=16)
+FULL = DemoPlan(
+    size=5000,
+    pretrain_steps=400,
+    finetune_steps=5300,
+    curriculum_steps=800,
+    judge_steps=500,
+    batch_size=16,
+)
 QUICK = DemoPlan(
-    size=60, pretrain_steps=14, finetune_steps=20, judge_steps=6, batch_size=8, shrink=True
+    size=60,
+    pretrain_steps=14,
+    finetune_steps=20,
+    curriculum_steps=4,
+    judge_steps=6,
+    batch_size=8,
+    shrink=True,
 )
 
 
@@ -214,6 +230,7 @@ def finetune(run: DemoRun) -> None:
         f"model.encoders.text.tokenizer.path={source / TOKENIZER}",
         f"training.init_from={source}",
         f"training.max_steps={run.plan.finetune_steps}",
+        f"training.multitask.curriculum.steps={run.plan.curriculum_steps}",
     ]
     train_stage(run, "finetune", FINETUNE, overrides)
 
