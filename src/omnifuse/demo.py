@@ -74,8 +74,8 @@ class DemoPlan:
 FULL = DemoPlan(
     size=5000,
     pretrain_steps=400,
-    finetune_steps=5300,
-    curriculum_steps=800,
+    finetune_steps=6000,
+    curriculum_steps=1200,
     judge_steps=500,
     batch_size=16,
 )
