@@ -10,9 +10,9 @@ pool that fit it (:func:`omnifuse.data.builtin.language.retrieval_ceiling`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from omnifuse.data import read_manifest
 from omnifuse.data.builtin.language import retrieval_ceiling
 from omnifuse.data.builtin.scenes import Scene, parse_scene
 
@@ -23,8 +23,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=500, help="pool size")
     parser.add_argument("--draws", type=int, default=5000, help="captions drawn per scene")
     args = parser.parse_args()
-    with args.manifest.open() as handle:
-        rows = [json.loads(line) for _, line in zip(range(args.candidates), handle, strict=False)]
+    rows = [record.data for record in read_manifest(args.manifest)[: args.candidates]]
     scenes = [Scene(parse_scene(row["scene"])) for row in rows]
     ceiling = retrieval_ceiling(scenes, [row["text"] for row in rows], draws=args.draws)
     print(f"{len(rows)} candidates: oracle image->text R@1 = {ceiling:.4f}")

@@ -45,32 +45,29 @@ class RunConfig(StrictModel):
             for name, task in self.tasks.items()
             for line in task_problems(name, task, self.model)
         ]
-        unknown = sorted(set(self.training.multitask.ratios) - set(self.tasks))
-        if unknown:
-            problems.append(
-                f"training.multitask.ratios names unknown tasks {unknown}; "
-                f"the run's tasks: {', '.join(self.tasks)}"
-            )
-        problems += self._curriculum_problems()
+        problems += self._multitask_problems()
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
 
-    def _curriculum_problems(self) -> list[str]:
-        curriculum = self.training.multitask.curriculum
-        if curriculum is None:
-            return []
-        problems = []
-        unknown = sorted(set(curriculum.tasks) - set(self.tasks))
-        if unknown:
+    def _multitask_problems(self) -> list[str]:
+        """``ratios`` and ``curriculum`` name only the run's tasks; the curriculum ends in time."""
+        multitask, problems = self.training.multitask, []
+        named = {"ratios": list(multitask.ratios)}
+        if multitask.curriculum is not None:
+            named["curriculum.tasks"] = multitask.curriculum.tasks
+        for field, names in named.items():
+            unknown = sorted(set(names) - set(self.tasks))
+            if unknown:
+                problems.append(
+                    f"training.multitask.{field} names unknown tasks {unknown}; "
+                    f"the run's tasks: {', '.join(self.tasks)}"
+                )
+        steps = multitask.curriculum.steps if multitask.curriculum else 0
+        if steps >= self.training.max_steps:
             problems.append(
-                f"training.multitask.curriculum.tasks names unknown tasks {unknown}; "
-                f"the run's tasks: {', '.join(self.tasks)}"
-            )
-        if curriculum.steps >= self.training.max_steps:
-            problems.append(
-                f"training.multitask.curriculum.steps={curriculum.steps} leaves no step for "
-                f"the other tasks: it must be below training.max_steps={self.training.max_steps}"
+                f"training.multitask.curriculum.steps={steps} leaves no step for the other "
+                f"tasks: it must be below training.max_steps={self.training.max_steps}"
             )
         return problems
 

@@ -52,7 +52,7 @@ class TaskSampler:
         unknown = sorted(set(first) - set(names))
         if unknown or not first:
             raise ValueError(f"curriculum tasks {unknown or '[]'} are not among {self.names}")
-        self.curriculum_tasks = [n for n in self.names if n in set(first)]
+        self.curriculum_tasks = [n for n in self.names if n in first]
 
     def draw(self, k: int) -> list[str]:
         """The ``k`` distinct tasks of the next step (all tasks when ``k >= num_tasks``).
