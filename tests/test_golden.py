@@ -40,7 +40,7 @@ ATOL = RTOL = 1e-4
 
 
 def check_golden(name: str, values: Any) -> None:
-    """Compare ``values`` (nested dicts/lists of numbers and strings) with ``golden/<name>.json``."""
+    """Compare ``values`` (nested dicts/lists of numbers, strings) with ``golden/<name>.json``."""
     path = GOLDEN / f"{name}.json"
     if UPDATE:
         GOLDEN.mkdir(exist_ok=True)
@@ -88,11 +88,13 @@ def preset_inputs(processors: omnifuse.Processors) -> dict[str, dict[str, torch.
         size = processors["image"].config.image_size  # type: ignore[attr-defined]
         inputs["image"] = {"pixel_values": torch.randn(2, 3, size, size, generator=gen)}
     if "audio" in processors:
-        inputs["audio"] = processors["audio"]([(torch.randn(8000, generator=gen).numpy(), 16000)] * 2)
+        wave = torch.randn(8000, generator=gen).numpy()
+        inputs["audio"] = processors["audio"]([(wave, 16000)] * 2)
     if "video" in processors:
         cfg = processors["video"].config  # type: ignore[attr-defined]
         pixels = torch.randn(2, cfg.num_frames, 3, cfg.image_size, cfg.image_size, generator=gen)
-        inputs["video"] = {"pixel_values": pixels, "frame_mask": torch.ones(2, cfg.num_frames).bool()}
+        frames = torch.ones(2, cfg.num_frames, dtype=torch.bool)
+        inputs["video"] = {"pixel_values": pixels, "frame_mask": frames}
     return inputs
 
 
