@@ -10,12 +10,12 @@ from data_helpers import CharProcessor
 
 from omnifuse.data.card import DatasetCard, FieldSpec
 from omnifuse.data.collate import (
-    IGNORE_INDEX,
     LoadedSample,
     TargetField,
     collate_samples,
     target_fields,
 )
+from omnifuse.types import IGNORE_INDEX
 
 
 def _sample(i: int, text: str | None, **targets: object) -> LoadedSample:

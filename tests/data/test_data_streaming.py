@@ -10,12 +10,13 @@ import pytest
 import torch
 from data_helpers import CharProcessor, write_jsonl
 
-from omnifuse.data.collate import Batch, TargetField
+from omnifuse.data.collate import TargetField
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder, TooManyBadSamples
 from omnifuse.data.shards import write_shards
 from omnifuse.data.sources import open_source
 from omnifuse.data.streaming import StreamingDataset, StreamingLoader
 from omnifuse.modalities.base import MediaError
+from omnifuse.types import Batch
 
 LABEL = {"label": TargetField("label", "class", ("a", "b", "c"))}
 

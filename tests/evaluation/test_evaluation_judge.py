@@ -31,7 +31,7 @@ from omnifuse.evaluation.video import judge_generation, unnormalise_clips
 from omnifuse.inference.options import InferenceError
 from omnifuse.inference.pipeline import Pipeline
 from omnifuse.models import build_model
-from omnifuse.tasks import build_tasks
+from omnifuse.tasks import VideoTask, build_tasks
 
 CLIPS = "{num_frames: 4, image_size: 16, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}"
 VIDEO = (
@@ -142,15 +142,21 @@ def test_real_clips_as_generations_score_the_ceiling(runs: tuple[Path, Path]) ->
     data = pipe.config.data.model_copy(update={"shuffle": False})
     batch = next(iter_batches(pipe, data, "val", None))
     real = unnormalise_clips(batch["inputs"]["video"]["pixel_values"], pipe.processors["video"])
-    prompts = pipe.texts(batch["inputs"]["text"]["input_ids"])
+    tokenizer = pipe.tokenizer()
+    prompts = [
+        tokenizer.decode(row).strip() for row in batch["inputs"]["text"]["input_ids"].tolist()
+    ]
     by_prompt = dict(zip(prompts, real, strict=True))
 
-    def real_clips(head: str, prompts: list[str]) -> torch.Tensor:
-        return torch.stack([by_prompt[p] for p in prompts])
+    def real_clips(model: Any, inputs: Any, options: Any) -> torch.Tensor:
+        texts = [tokenizer.decode(row).strip() for row in inputs["text"]["input_ids"].tolist()]
+        return torch.stack([by_prompt[t] for t in texts])
 
-    pipe.video_frames = real_clips  # type: ignore[method-assign,assignment]
+    task = pipe.task("generation")
+    assert isinstance(task, VideoTask)
+    task.generate = real_clips  # type: ignore[method-assign]
     names = {a.field: a.classes for a in judge.attributes}  # one shapesworld card: same order
-    judged, note = judge_generation(pipe, "generator", iter([batch]), judge, 2, names.get)
+    judged, note = judge_generation(pipe, task, iter([batch]), judge, 2, names.get)
     metrics = judged.metrics()
     assert note == "" and judged.count == 8 and len(judged.clips) == 2
     for field in ATTRIBUTES:

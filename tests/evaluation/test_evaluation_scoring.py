@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from omnifuse.data.collate import Batch
 from omnifuse.evaluation import EvalOptions, TaskEval, evaluate, evaluate_task
 from omnifuse.evaluation.batches import eval_data
-from omnifuse.evaluation.video import reconstruction_psnr, sample_clips
+from omnifuse.evaluation.video import sample_clips
 from omnifuse.inference import InferenceError, Pipeline
-from omnifuse.modalities.base import EncoderOutput
+from omnifuse.models import MultimodalModel
+from omnifuse.tasks import PredictOptions, ScoreOptions, VideoGenerationTask
+from omnifuse.types import Batch, Inputs
 
 
 @pytest.fixture(scope="module")
@@ -81,37 +82,11 @@ def test_errors(eval_run: Path, pipe: Pipeline) -> None:
         eval_data(blind, "shape", "val", None, None)
 
 
-class FakeVideoHead(nn.Module):
-    """Duck-typed video generator with a tokenizer reconstruction that adds ``noise``."""
+class ConstantClips(VideoGenerationTask):
+    """A video task whose generator makes mid-grey clips (no model needed)."""
 
-    def __init__(self, noise: float) -> None:
-        super().__init__()
-        self.noise = noise
-
-    def reconstruct(self, pixel_values: Tensor) -> Tensor:
-        return (pixel_values + self.noise).clamp(0.0, 1.0)
-
-    def generate(self, features: EncoderOutput) -> Tensor:
-        return torch.full((features.pooled.shape[0], 3, 3, 8, 8), 0.5)
-
-
-class IdentityTokenizer(nn.Module):
-    def encode_video(self, pixel_values: Tensor, frame_mask: Tensor) -> Tensor:
-        return pixel_values * frame_mask[:, :, None, None, None]  # "codes": the clip itself
-
-
-class TokenizerHead(nn.Module):
-    """Shaped like ``VideoGenerator``: ``decode(tokenizer.encode_video(clips, frame_mask))``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tokenizer = IdentityTokenizer()
-
-    def decode(self, codes: Tensor) -> Tensor:
-        return codes.clamp(0.0, 1.0)
-
-    def generate(self, features: EncoderOutput) -> Tensor:
-        return torch.zeros(features.pooled.shape[0], 3, 3, 8, 8)
+    def generate(self, model: MultimodalModel, inputs: Inputs, options: PredictOptions) -> Tensor:
+        return torch.full((int(inputs["text"]["input_ids"].shape[0]), 3, 3, 8, 8), 0.5)
 
 
 def video_batch(pipe: Pipeline) -> Batch:
@@ -121,19 +96,15 @@ def video_batch(pipe: Pipeline) -> Batch:
     return Batch(inputs={"video": video, "text": text}, targets={}, ids=["a", "b"])
 
 
-def test_video_generator_psnr_and_clips(eval_run: Path) -> None:
-    pipe = Pipeline.load(eval_run, device="cpu")  # fresh: a head is added below
-    pipe.model.head_sources["gen"] = "text"
-    pipe.model.heads["gen"] = FakeVideoHead(noise=0.0)
-    exact, count, note = reconstruction_psnr(pipe, "gen", iter([video_batch(pipe)]))
-    assert (exact, count, note) == (100.0, 2, "")  # identical clips: PSNR capped at 100 dB
-    pipe.model.heads["gen"] = FakeVideoHead(noise=0.1)
-    noisy, _, _ = reconstruction_psnr(pipe, "gen", iter([video_batch(pipe)]))
-    assert noisy is not None and 15.0 < noisy < 25.0  # 0.1 error -> 20 dB (less where clamped)
-    clips, prompts = sample_clips(pipe, "gen", iter([video_batch(pipe)]), 1)
-    assert clips is not None and clips.shape == (1, 3, 3, 8, 8)
+def test_video_task_psnr_and_clips(pipe: Pipeline) -> None:
+    task = ConstantClips("gen", 1.0, ("text",), "gen")
+    clips = list(torch.rand(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5)
+    exact = task.score([{"frames": c} for c in clips], clips, ScoreOptions())
+    assert (exact.metrics["psnr"], exact.samples) == (100.0, 2)  # identical: capped at 100 dB
+    noisy = task.score([{"frames": (c + 0.1).clamp(0, 1)} for c in clips], clips, ScoreOptions())
+    psnr = noisy.metrics["psnr"]
+    assert psnr is not None and 15.0 < psnr < 25.0  # 0.1 error -> 20 dB (less where clamped)
+    assert task.score([], [], ScoreOptions()).note.endswith("PSNR not computed")
+    generated, prompts = sample_clips(pipe, task, iter([video_batch(pipe)]), 1)
+    assert generated is not None and generated.shape == (1, 3, 3, 8, 8)
     assert prompts == ["a red circle"]
-    pipe.model.heads["gen"] = TokenizerHead()
-    assert reconstruction_psnr(pipe, "gen", iter([video_batch(pipe)]))[:2] == (100.0, 2)
-    pipe.model.heads["gen"] = nn.Identity()
-    assert reconstruction_psnr(pipe, "gen", iter([]))[2].endswith("PSNR not computed")

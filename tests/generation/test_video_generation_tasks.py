@@ -13,7 +13,6 @@ from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixtur
 
 from omnifuse.config.model import EncodersConfig, ModelConfig
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig, task_problems
-from omnifuse.data.collate import IGNORE_INDEX, Batch
 from omnifuse.heads.video_generator import VideoGenerator
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.models import MultimodalModel, Processors, build_model
@@ -24,6 +23,7 @@ from omnifuse.tasks.video_generation import (
     drop_condition,
     target_codes,
 )
+from omnifuse.types import IGNORE_INDEX, Batch
 
 CAPTIONS = ["the red square moves right", "the blue square moves left"]
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
 
+import omnifuse
+from omnifuse.config import load_config
 from omnifuse.config.data import DataConfig
 from omnifuse.data.card import read_card
 from omnifuse.inference import DecodingOptions, InferenceError, Pipeline
-from omnifuse.modalities.base import EncoderOutput, MediaError
+from omnifuse.modalities.base import MediaError
+from omnifuse.tasks import ClassificationTask
 
 
 def val_rows(data_dir: Path) -> list[dict[str, str]]:
@@ -38,7 +39,7 @@ def test_predict_returns_the_structure_of_every_task_type(
 ) -> None:
     image, text = media["image"], media["text"]
     shape = pipe.predict("shape", image=image)
-    assert len(shape) == 2 and set(shape[0]) == {"label", "score", "scores"}
+    assert len(shape) == 2 and set(shape[0]) == {"label", "index", "score", "scores"}
     assert sum(shape[0]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
     assert shape[0]["score"] == max(shape[0]["scores"].values())
     assert pipe.predict("itm", image=image, text=text)[1]["label"] in {"matched", "unmatched"}
@@ -47,7 +48,8 @@ def test_predict_returns_the_structure_of_every_task_type(
         ("asr", {"audio": media["audio"][:1]}),
     ]
     answers = pipe.predict("answer", image=image, text=media["question"])
-    assert len(answers) == 2 and answers[0]["label"] in pipe.class_names("answer").names
+    names = pipe.task("answer").class_names  # type: ignore[attr-defined]  # a classifier
+    assert len(answers) == 2 and answers[0]["label"] in names
     for task, inputs in cases:
         out = pipe.predict(task, **inputs)
         assert len(out) == len(next(iter(inputs.values())))
@@ -69,8 +71,12 @@ def test_classify_returns_the_card_class_names(
     out = pipe.classify("shape", image=media["image"])
     assert classes is not None and list(out[0]["scores"]) == classes
     assert all(o["label"] in classes for o in out)
-    logits = pipe.probabilities("shape", pipe.process("shape", {"image": media["image"]}))
-    assert out[0]["label"] == classes[int(logits[0].argmax())]
+    task = pipe.task("shape")
+    assert isinstance(task, ClassificationTask)
+    probs = task.probabilities(pipe.model, pipe.process("shape", {"image": media["image"]}))
+    assert out[0]["label"] == classes[int(probs[0].argmax())] and out[0]["index"] == int(
+        probs[0].argmax()
+    )
 
 
 def test_caption_transcribe_answer_pick_their_tasks(
@@ -115,7 +121,7 @@ def test_request_errors_name_the_problem(pipe: Pipeline, media: dict[str, list[s
         pipe.classify("shape", image=image[0])
     with pytest.raises(MediaError, match=r"missing\.png: file not found"):
         pipe.classify("shape", image=["/nowhere/missing.png"])
-    with pytest.raises(InferenceError, match="name a task"):
+    with pytest.raises(InferenceError, match="several tasks can predict: shape, itc.*; name one"):
         pipe.predict(image=image)
 
 
@@ -141,34 +147,31 @@ def test_model_dir_and_unknown_classes(tiny_run: Path, media: dict[str, list[str
     assert list(out[0]["scores"]) == [str(i) for i in range(6)]
 
 
-class FakeGenerator(nn.Module):
-    """Duck-typed video generator: clips whose brightness follows the text features."""
+def video_pipeline() -> Pipeline:
+    """The tiny preset with a video generator head and one video_generation task (untrained)."""
+    overrides = [
+        "model.heads={generator: {type: video_generator, source: text}}",
+        "tasks={gen: {type: video_generation, head: generator}}",
+    ]
+    run = load_config("tiny", overrides)
+    model, processors = omnifuse.create_model("tiny", overrides)
+    return Pipeline(model, processors, run, device="cpu")
 
-    def __init__(self, high: float = 1.0) -> None:
-        super().__init__()
-        self.high = high
 
-    def generate(self, features: EncoderOutput) -> Tensor:
-        level = torch.sigmoid(features.pooled.mean(dim=-1)) * self.high  # (B,)
-        return level.view(-1, 1, 1, 1, 1).expand(-1, 4, 3, 16, 16).clone()
-
-
-def test_generate_video_with_a_duck_typed_head(tiny_run: Path, tmp_path: Path) -> None:
-    pytest.importorskip("omnifuse.generation.io", reason="the clip writer is another module")
-    fresh = Pipeline.load(tiny_run, device="cpu")
-    fresh.model.heads["gen"] = FakeGenerator()
-    fresh.model.head_sources["gen"] = "text"
-    paths = fresh.generate_video(["a red circle", "a blue square"], tmp_path, fmt=("mp4", "gif"))
+def test_generate_video_writes_clips_and_checks_the_contract(tmp_path: Path) -> None:
+    pipe = video_pipeline()
+    paths = pipe.generate_video(["a red circle", "a blue square"], tmp_path)
     assert [[p.name for p in row] for row in paths] == [
         ["video_000.mp4", "video_000.gif"],
         ["video_001.mp4", "video_001.gif"],
     ]
     assert all(p.stat().st_size > 0 for row in paths for p in row)
-    with pytest.raises(InferenceError, match="valid choices are mp4, gif"):
-        fresh.generate_video(["x"], tmp_path, fmt=("avi",))
-    fresh.model.heads["gen"] = FakeGenerator(high=3.0)
-    with pytest.raises(
-        InferenceError, match=r"head 'gen' generated values in .* expected \[0, 1\]"
-    ):
-        fresh.generate_video(["x"], tmp_path / "bad")
-    shutil.rmtree(tmp_path / "bad", ignore_errors=True)
+    assert pipe.predict("gen", None, tmp_path / "p", text=["x"]) == [
+        {"files": [str(tmp_path / "p" / "video_000.mp4"), str(tmp_path / "p" / "video_000.gif")]}
+    ]
+    with pytest.raises(InferenceError, match="writes clips; pass an output directory"):
+        pipe.predict("gen", text=["x"])
+    head = pipe.model.heads["generator"]
+    head.generate = lambda features, **_: torch.full((1, 2, 3, 8, 8), 3.0)  # type: ignore[method-assign]
+    with pytest.raises(InferenceError, match=r"head 'generator' generated values in .* \[0, 1\]"):
+        pipe.generate_video(["x"], tmp_path / "bad")

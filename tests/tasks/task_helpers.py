@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from omnifuse.config import RunConfig, load_config
-from omnifuse.data.collate import Batch, LoadedSample, TargetField, collate_samples
+from omnifuse.data.collate import LoadedSample, TargetField, collate_samples
 from omnifuse.models import MultimodalModel, Processors, build_model
 from omnifuse.tasks import Task, build_tasks
+from omnifuse.types import Batch
 
 TEXTS = ["a red circle", "the blue square", "green triangle moves left", "a big yellow star"]
 CAPTIONS = ["red circle", "blue square", "green triangle", "yellow star"]

@@ -11,7 +11,6 @@ from task_helpers import CAPTIONS, build, check_contract, make_batch, overfit
 from omnifuse.heads import CaptionDecoder
 from omnifuse.models import load, save
 from omnifuse.tasks import CaptioningTask
-from omnifuse.tasks.base import head_features
 
 
 def test_contract(media: dict[str, Callable[..., Path]]) -> None:
@@ -48,7 +47,7 @@ def test_overfits_then_greedy_decoding_writes_the_captions(
     head = model.heads["captioner"]
     assert isinstance(head, CaptionDecoder)
     with torch.no_grad():
-        fused = head_features(model, "captioner", model.encode({"image": batch["inputs"]["image"]}))
+        fused = model.features("captioner", model.encode({"image": batch["inputs"]["image"]}))
         ids = head.generate(fused)
     texts = [task.tokenizer.decode(row.tolist()) for row in ids]
     assert texts == CAPTIONS

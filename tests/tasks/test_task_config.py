@@ -91,14 +91,6 @@ def test_masked_modeling_rejects_unknown_modality() -> None:
     assert MaskedModelingTaskConfig(modality="image", head="r").mask_ratio == 0.6
 
 
-def test_mlm_on_fused_needs_concat_fusion() -> None:
-    with pytest.raises(ConfigError, match=r"model\.fusion\.type='concat' \(got 'parallel'\)"):
-        tiny_run(
-            ["mlm_fused"],
-            ["model.fusion={type: parallel, dim: 32}"],
-        )
-
-
 def test_captioning_needs_a_text_tokenizer() -> None:
     with pytest.raises(ConfigError, match=r"configure model\.encoders\.text"):
         load_config(

@@ -24,9 +24,17 @@ def test_temperature_is_task_state_and_learns(media: dict[str, Callable[..., Pat
     task = tasks["contrastive"]
     assert isinstance(task, ContrastiveTask)
     names = [n for n, _ in task.named_parameters()]
-    assert names == ["loss.logit_scale.log_scale"]
+    assert names == ["objective.logit_scale.log_scale"]
     task(model, make_batch(processors, media))["loss"].backward()
-    assert task.loss.logit_scale.log_scale.grad is not None
+    assert task.objective.logit_scale.log_scale.grad is not None
+
+
+def test_checkpoints_from_before_the_objective_rename_load() -> None:
+    _, _, tasks = build(["contrastive"])
+    task = tasks["contrastive"]
+    old = {"loss.logit_scale.log_scale": torch.tensor(1.5)}  # the key before it was `objective`
+    task.load_state_dict(old)
+    assert float(task.state_dict()["objective.logit_scale.log_scale"]) == 1.5
 
 
 def test_modalities_are_encoded_without_fusion(media: dict[str, Callable[..., Path]]) -> None:

@@ -98,7 +98,7 @@ def predict(
     mlm -> filled masks; masked modelling -> reconstruction error; video generation -> files.
     """
     from omnifuse.inference import Pipeline
-    from omnifuse.inference.requests import default_task
+    from omnifuse.inference.runs import find_task
 
     options = DecodingOptions(
         strategy=strategy,  # type: ignore[arg-type]  # checked by DecodingOptions
@@ -109,7 +109,7 @@ def predict(
         seed=seed,
     )
     pipe = Pipeline.load(run_dir, device)
-    name = default_task(pipe, task)
+    name = find_task(pipe.config, task, None, "predict")
     inputs: dict[str, list[Any] | None] = {"image": image, "text": text}
     inputs |= {"audio": audio, "video": video}
     predictions = pipe.predict(name, options, out, **inputs)

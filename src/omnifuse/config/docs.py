@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from omnifuse.config.run import RunConfig
+from omnifuse.config.tasks import BaseTaskConfig, task_config_types
 
 HEADER = """# Config reference
 
@@ -42,6 +43,8 @@ def _collect(model: type[BaseModel], seen: list[type[BaseModel]]) -> None:
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if annotation is BaseTaskConfig:  # the open union of registered task configs
+        return list(task_config_types().values())
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     found: list[type[BaseModel]] = []
@@ -51,6 +54,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _type_name(annotation: Any) -> str:
+    if annotation is BaseTaskConfig:
+        return " \\| ".join(_type_name(c) for c in task_config_types().values())
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from omnifuse.config.run import RunConfig
-from omnifuse.config.tasks import DEFAULT_TASK_TYPE
+from omnifuse.config.tasks import DEFAULT_TASK_TYPE, BaseTaskConfig, task_config_types
 
 
 class ConfigError(ValueError):
@@ -205,6 +205,8 @@ def _unwrap(annotation: Any) -> Any:
             members.extend(unwrapped if isinstance(unwrapped, list) else [unwrapped])
         models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
         return models[0] if len(models) == 1 else (models or None)
+    if annotation is BaseTaskConfig:  # an open union: every registered task config
+        return list(task_config_types().values())
     return (
         annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     )

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field, PlainValidator, SerializeAsAny
+from pydantic_core import PydanticCustomError
 
 from omnifuse.config.base import StrictModel
 from omnifuse.config.data import DataConfig
@@ -168,14 +169,6 @@ class MLMTaskConfig(BaseTaskConfig):
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
         if "text" not in self.resolved_inputs(model):
             return [f"tasks.{name}.inputs must include 'text' (the text that is masked)"]
-        head = model.heads.get(self.head)
-        if head is not None and head.source == "fused" and model.fusion.type != "concat":
-            # Only concat fusion keeps one fused token per text token, in a known place.
-            return [
-                f"tasks.{name}.head={self.head!r} reads 'fused', which keeps text positions "
-                f"only with model.fusion.type='concat' (got {model.fusion.type!r}); set "
-                f"model.heads.{self.head}.source=text"
-            ]
         return _source_in_inputs(name, "head", self.head, self, model)
 
 
@@ -229,13 +222,6 @@ class CaptioningTaskConfig(BaseTaskConfig):
                 "tokenizer; configure model.encoders.text"
             )
         return problems + _source_in_inputs(name, "head", self.head, self, model)
-
-
-def _default_task_type(value: Any) -> Any:
-    """Tasks without ``type`` are classification tasks (the common case)."""
-    if isinstance(value, dict) and "type" not in value:
-        return {"type": DEFAULT_TASK_TYPE, **value}
-    return value
 
 
 def _video_problems(name: str, model: ModelConfig) -> list[str]:
@@ -306,31 +292,68 @@ class VideoGenerationTaskConfig(BaseTaskConfig):
         return problems + _source_in_inputs(name, "head", self.head, self, model)
 
 
-AnyTaskConfig = (
-    ClassificationTaskConfig
-    | ContrastiveTaskConfig
-    | MatchingTaskConfig
-    | MLMTaskConfig
-    | MaskedModelingTaskConfig
-    | CaptioningTaskConfig
-    | VideoTokenizerTaskConfig
-    | VideoGenerationTaskConfig
-)
-TaskConfig = Annotated[
-    AnyTaskConfig, Field(discriminator="type"), BeforeValidator(_default_task_type)
-]
-"""One entry of ``tasks:``; its ``type`` picks the class (default ``classification``)."""
+_TASK_CONFIGS: dict[str, type[BaseTaskConfig]] = {}
 
-TASK_TYPES = (
-    "classification",
-    "contrastive",
-    "matching",
-    "mlm",
-    "masked_modeling",
-    "captioning",
-    "video_tokenizer",
-    "video_generation",
-)
+
+def register_task_config(config: type[BaseTaskConfig]) -> type[BaseTaskConfig]:
+    """Make ``config`` the schema of the task ``type`` its ``type`` field defaults to.
+
+    Task types register their config with their :class:`~omnifuse.tasks.Task` (``register_task``
+    does it); the built-in configs below are registered here so config files validate before any
+    task module is imported.
+
+    Raises:
+        ValueError: ``config`` has no ``type`` field with a default.
+    """
+    field = config.model_fields.get("type")
+    if field is None or not isinstance(field.default, str):
+        raise ValueError(f"{config.__name__} needs a `type: Literal[...] = '<name>'` field")
+    _TASK_CONFIGS[field.default] = config
+    return config
+
+
+def task_config_types() -> dict[str, type[BaseTaskConfig]]:
+    """Task type -> its config class, in registration order (the default type first)."""
+    return dict(_TASK_CONFIGS)
+
+
+def parse_task_config(value: Any) -> BaseTaskConfig:
+    """One raw entry of ``tasks:`` -> the config of its ``type`` (default ``classification``).
+
+    Raises:
+        PydanticCustomError: an unknown ``type`` (the message lists the valid choices).
+    """
+    if isinstance(value, BaseTaskConfig):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("task_config", "a task is a mapping with a `type` field")
+    kind = value.get("type", DEFAULT_TASK_TYPE)
+    if kind not in _TASK_CONFIGS:
+        choices = ", ".join(repr(t) for t in _TASK_CONFIGS)
+        # Shaped like pydantic's own discriminated-union error, which the loader explains.
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "task type {tag} is not registered; valid choices: {expected_tags}",
+            {"discriminator": "'type'", "tag": kind, "expected_tags": choices},
+        )
+    return _TASK_CONFIGS[kind].model_validate({"type": kind, **value})
+
+
+for _config in (
+    ClassificationTaskConfig,
+    ContrastiveTaskConfig,
+    MatchingTaskConfig,
+    MLMTaskConfig,
+    MaskedModelingTaskConfig,
+    CaptioningTaskConfig,
+    VideoTokenizerTaskConfig,
+    VideoGenerationTaskConfig,
+):
+    register_task_config(_config)
+
+TaskConfig = Annotated[SerializeAsAny[BaseTaskConfig], PlainValidator(parse_task_config)]
+"""One entry of ``tasks:``; its ``type`` picks the registered config class (default
+``classification``)."""
 
 
 def _has_type(model: ModelConfig, head: str, wanted: str) -> bool:

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Batch": "omnifuse.data.collate",
+    "Batch": "omnifuse.types",
     "collate_samples": "omnifuse.data.collate",
     "DatasetCard": "omnifuse.data.card",
     "read_card": "omnifuse.data.card",
@@ -62,7 +62,7 @@ __all__ = [
 if TYPE_CHECKING:
     from omnifuse.data.card import DatasetCard, read_card, write_card
     from omnifuse.data.check import CheckReport, check_path
-    from omnifuse.data.collate import Batch, collate_samples
+    from omnifuse.data.collate import collate_samples
     from omnifuse.data.datamodule import OmnifuseDataModule, build_loader
     from omnifuse.data.decode import BadSamplePolicy, TooManyBadSamples
     from omnifuse.data.importers import ImportOptions, import_dataset

@@ -31,10 +31,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from omnifuse.data.collate import Batch, LoadedSample, collate_samples
+from omnifuse.data.collate import LoadedSample, collate_samples
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
 from omnifuse.modalities.base import MediaError
+from omnifuse.types import Batch
 
 log = logging.getLogger("omnifuse.data")
 

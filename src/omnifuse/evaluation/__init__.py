@@ -7,10 +7,9 @@ Example:
 
 from omnifuse.evaluation.evaluator import evaluate, find_metrics_csv, write_plots
 from omnifuse.evaluation.results import EvalOptions, Example, TaskResult
-from omnifuse.evaluation.scoring import EVALUATORS, TaskEval, evaluate_task
+from omnifuse.evaluation.scoring import TaskEval, evaluate_task
 
 __all__ = [
-    "EVALUATORS",
     "EvalOptions",
     "Example",
     "TaskEval",

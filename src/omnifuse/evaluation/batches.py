@@ -12,13 +12,13 @@ import torch
 from torch import Tensor
 
 from omnifuse.config.data import DataConfig
-from omnifuse.data.collate import Batch
 from omnifuse.data.datamodule import OmnifuseDataModule
 from omnifuse.data.sources import source_card
 from omnifuse.inference.options import InferenceError
 from omnifuse.inference.pipeline import Pipeline
 from omnifuse.inference.runs import task_data
 from omnifuse.modalities.base import Processor
+from omnifuse.types import Batch
 
 
 def eval_data(

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnifuse.inference.options import InferenceError
+from omnifuse.errors import InferenceError
 from omnifuse.inference.pipeline import Pipeline
-from omnifuse.tasks.base import head_features
+from omnifuse.inference.runs import task_classes
+from omnifuse.tasks import ClassificationTask
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,13 @@ class Attribute:
         task: the judge's classification task.
         field: its target field (what the evaluated data must label).
         classes: class names in the judge head's order.
+        head: the task's classification head.
     """
 
     task: str
     field: str
     classes: tuple[str, ...]
+    head: str
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,8 @@ class Judge:
         encoded = model.encode({"video": self.prepare(clips)})
         labels = {}
         for attribute in self.attributes:
-            head = self.pipe.head_of(attribute.task)
-            logits = model.heads[head](head_features(model, head, encoded))  # (B, C)
+            head = attribute.head
+            logits = model.heads[head](model.features(head, encoded))  # (B, C)
             labels[attribute.field] = [attribute.classes[i] for i in logits.argmax(-1).tolist()]
         return Verdict(encoded["video"].pooled.float().cpu(), labels)
 
@@ -124,14 +127,16 @@ class Judge:
 def _video_classifiers(pipe: Pipeline) -> list[str]:
     return [
         name
-        for name, kind in pipe.tasks.items()
-        if kind == "classification" and pipe.task_inputs(name) == ("video",)
+        for name in pipe.tasks
+        if isinstance(pipe.task(name), ClassificationTask) and pipe.task_inputs(name) == ("video",)
     ]
 
 
-def _attribute(pipe: Pipeline, task: str, path: str | Path) -> Attribute:
-    classes = pipe.class_names(task)
-    if classes.names is None:
-        raise InferenceError(f"judge {path}: class names of task {task!r}: {classes.reason}")
-    field = str(pipe.config.tasks[task].target)  # type: ignore[union-attr]  # classification
-    return Attribute(task, field, tuple(classes.names))
+def _attribute(pipe: Pipeline, name: str, path: str | Path) -> Attribute:
+    task = pipe.task(name)
+    if not isinstance(task, ClassificationTask):
+        raise InferenceError(f"judge {path}: task {name!r} is not a classification task")
+    if task.class_names is None:
+        reason = task_classes(pipe.config, name, task.num_classes).reason
+        raise InferenceError(f"judge {path}: class names of task {name!r}: {reason}")
+    return Attribute(name, task.target_field, task.class_names, task.head)

@@ -1,10 +1,7 @@
-"""Evaluating a video generator head (duck-typed, like :func:`~omnifuse.inference.video`).
+"""Evaluating what a video task generates: clips for the frame plot and, with a judge, scores.
 
-The head's tokenizer reconstruction (encode -> quantise -> decode, values in ``[0, 1]``) is scored
-by PSNR against the input clips mapped back to ``[0, 1]`` with the video processor's mean/std: a
-``reconstruct(pixel_values)`` method, or ``decode(tokenizer.encode_video(pixel_values,
-frame_mask))`` as :class:`~omnifuse.heads.video_generator.VideoGenerator` offers. ``generate``
-makes the clips shown in the frame plot.
+The tokenizer's reconstruction PSNR is the video task types' own score
+(:class:`~omnifuse.tasks.VideoTask`); this module adds what needs a second model.
 
 With a judge (:class:`~omnifuse.evaluation.judge.Judge`, a separately trained video classifier),
 :func:`judge_generation` generates one clip per evaluation prompt and scores what the judge
@@ -17,16 +14,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from omnifuse.data.collate import Batch
 from omnifuse.evaluation.batches import present
 from omnifuse.evaluation.judge import Judge
-from omnifuse.inference.pipeline import Pipeline
-from omnifuse.metrics.video import attribute_accuracy, frechet_distance, video_psnr
+from omnifuse.inference.pipeline import Pipeline, seeded
+from omnifuse.inference.runs import card_classes
+from omnifuse.metrics.video import attribute_accuracy, frechet_distance
+from omnifuse.tasks import PredictOptions, VideoTask
+from omnifuse.types import Batch
+
+if TYPE_CHECKING:
+    from omnifuse.evaluation.scoring import TaskEval
 
 
 def unnormalise_clips(pixel_values: Tensor, processor: Any) -> Tensor:
@@ -39,57 +41,17 @@ def unnormalise_clips(pixel_values: Tensor, processor: Any) -> Tensor:
     return (pixel_values * s + m).clamp(0.0, 1.0)
 
 
-Reconstructor = Callable[[Tensor, Tensor], Tensor]
-"""``(pixel_values [B, T, 3, H, W], frame_mask [B, T]) -> clips [B, T, 3, H, W]`` in ``[0, 1]``."""
-
-
-def reconstructor(head: nn.Module) -> Reconstructor | None:
-    """How ``head`` reconstructs clips: its ``reconstruct(pixel_values)``, else
-    ``decode(tokenizer.encode_video(pixel_values, frame_mask))`` (``VideoGenerator``); None when
-    it can do neither."""
-    reconstruct = getattr(head, "reconstruct", None)
-    if callable(reconstruct):
-        return lambda pixels, frame_mask: reconstruct(pixels)
-    encode = getattr(getattr(head, "tokenizer", None), "encode_video", None)
-    decode = getattr(head, "decode", None)
-    if callable(encode) and callable(decode):
-        return lambda pixels, frame_mask: decode(encode(pixels, frame_mask))
-    return None
-
-
-def reconstruction_psnr(
-    pipe: Pipeline, head: str, batches: Iterator[Batch]
-) -> tuple[float | None, int, str]:
-    """Mean PSNR (dB) of ``head.reconstruct`` over the clips of ``batches``.
-
-    Returns:
-        ``(psnr, clips scored, note)``; psnr is None (and the note says why) when the head has
-        no ``reconstruct`` or the data has no video.
-    """
-    reconstruct = reconstructor(pipe.model.heads[head])
-    if reconstruct is None:
-        return None, 0, f"head {head!r} cannot reconstruct clips; PSNR not computed"
-    predictions: list[Tensor] = []
-    references: list[Tensor] = []
-    for batch in batches:
-        video = batch["inputs"].get("video")
-        if video is None:
-            continue
-        keep = present({"video": video}, len(batch["ids"])).to(video["pixel_values"].device)
-        pixels, frame_mask = video["pixel_values"][keep], video["frame_mask"][keep]
-        if pixels.shape[0] == 0:
-            continue
-        predictions += list(reconstruct(pixels, frame_mask).float().cpu())
-        references += list(unnormalise_clips(pixels, pipe.processors.get("video")).float().cpu())
-    if not predictions:
-        return None, 0, "no video clips in the evaluation data; PSNR not computed"
-    return video_psnr(predictions, references)[1], len(predictions), ""
+def generate_clips(pipe: Pipeline, task: VideoTask, prompts: list[str]) -> Tensor:
+    """``[B, T, 3, H, W]`` clips (float, in ``[0, 1]``) that ``task`` generates for ``prompts``
+    (sampled with its head's configured ``sampling`` defaults)."""
+    text = {key: value.to(pipe.device) for key, value in pipe.processors["text"](prompts).items()}
+    return task.generate(pipe.model, {"text": text}, PredictOptions()).float()
 
 
 def sample_clips(
-    pipe: Pipeline, head: str, batches: Iterator[Batch], count: int
+    pipe: Pipeline, task: VideoTask, batches: Iterator[Batch], count: int
 ) -> tuple[Tensor | None, list[str]]:
-    """Clips ``head`` generates for the first ``count`` text inputs of the data.
+    """Clips ``task`` generates for the first ``count`` text inputs of the data.
 
     Returns:
         ``[N, T, 3, H, W]`` clips and their prompts; ``(None, [])`` when the data has no text.
@@ -99,7 +61,7 @@ def sample_clips(
     for batch in batches:
         prompts = _prompts(pipe, batch)[:count]
         if prompts:
-            return pipe.video_frames(head, prompts).float().cpu(), prompts
+            return generate_clips(pipe, task, prompts).cpu(), prompts
     return None, []
 
 
@@ -156,7 +118,7 @@ class JudgedClips:
 
 def judge_generation(
     pipe: Pipeline,
-    head: str,
+    task: VideoTask,
     batches: Iterator[Batch],
     judge: Judge,
     keep_clips: int,
@@ -166,7 +128,7 @@ def judge_generation(
 
     Args:
         pipe: the generator run.
-        head: its video generator head (sampled with its configured ``sampling`` defaults).
+        task: its video generation task (sampled with the head's ``sampling`` defaults).
         batches: evaluation batches with text prompts, real clips and attribute targets.
         judge: the loaded judge.
         keep_clips: generated clips kept for the frame plot.
@@ -186,7 +148,7 @@ def judge_generation(
         real = unnormalise_clips(
             batch["inputs"]["video"]["pixel_values"][rows], pipe.processors.get("video")
         )
-        generated = pipe.video_frames(head, prompts).float()
+        generated = generate_clips(pipe, task, prompts)
         _add_verdicts(judged, judge, generated, real)
         for f, names in scored.items():
             judged.intended[f] += [names[int(i)] for i in batch["targets"][f][rows].tolist()]
@@ -220,3 +182,19 @@ def _judged_rows(pipe: Pipeline, batch: Batch, fields: list[str]) -> tuple[list[
     prompts = _prompts(pipe, batch)
     rows = [i for i, kept in enumerate(keep.tolist()) if kept and i < len(prompts)]
     return rows, [prompts[i] for i in rows]
+
+
+def judge_task(job: TaskEval, task: VideoTask, judge: Judge) -> tuple[JudgedClips, str]:
+    """:func:`judge_generation` over the task's evaluation data, seeded."""
+    sizes = {a.field: len(a.classes) for a in judge.attributes}
+
+    def names(field: str) -> tuple[str, ...] | None:
+        return card_classes(job.data, field, sizes[field]).names
+
+    with seeded(job.pipe.device, job.options.seed):
+        judged, note = judge_generation(
+            job.pipe, task, job.batches(), judge, job.options.examples, names
+        )
+    if not judged.count:
+        note = "; ".join(n for n in (note, "no prompt with a real clip and labels to judge") if n)
+    return judged, note

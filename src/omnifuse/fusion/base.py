@@ -21,9 +21,30 @@ class FusedOutput(EncoderOutput):
         pooled: ``[B, D]`` one fused vector per sample.
         modality_pooled: per present modality, its ``[B, D]`` pooled vector in fusion space
             (the dual-encoder embeddings contrastive objectives use).
+        segments: per present modality whose tokens keep their positions in ``tokens``, its
+            ``(start, end)`` slice (e.g. text tokens aligned with ``input_ids`` for MLM on the
+            fusion); empty for fusions that resample into new tokens (perceiver queries).
     """
 
     modality_pooled: dict[str, Tensor] = field(default_factory=dict)
+    segments: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def segment(self, modality: str) -> EncoderOutput:
+        """``modality``'s positions of the fused tokens: ``tokens [B, N_m, D]``, ``mask``, and the
+        fused ``pooled``.
+
+        Raises:
+            ValueError: this fusion's output does not keep that modality's token positions.
+        """
+        if modality not in self.segments:
+            kept = ", ".join(sorted(self.segments)) or "none"
+            raise ValueError(
+                f"the fused tokens hold no {modality} segment (segments: {kept}); a head that "
+                f"reads {modality} tokens from the fusion needs a fusion that keeps them "
+                "(concat, parallel or hybrid without queries)"
+            )
+        start, end = self.segments[modality]
+        return EncoderOutput(self.tokens[:, start:end], self.mask[:, start:end], self.pooled)
 
 
 class Fusion(nn.Module, ABC):

@@ -15,6 +15,7 @@ from omnifuse.fusion.streams import (
     concat_streams,
     prepare_streams,
     split_streams,
+    stream_segments,
     zero_padding,
 )
 from omnifuse.layers import TransformerStack, masked_mean
@@ -63,7 +64,7 @@ class ConcatFusion(Fusion):
         out = zero_padding(self.transformer(tokens, mask), mask)
         segments = split_streams(out[:, 1:], streams)
         modality_pooled = {m: masked_mean(segments[m], streams[m].mask) for m in segments}
-        return FusedOutput(out, mask, out[:, 0], modality_pooled)
+        return FusedOutput(out, mask, out[:, 0], modality_pooled, stream_segments(streams, 1))
 
 
 @register_fusion(

@@ -25,6 +25,7 @@ from omnifuse.fusion.streams import (
     concat_streams,
     prepare_streams,
     presence,
+    stream_segments,
     zero_padding,
 )
 from omnifuse.layers import TransformerBlock, TransformerStack, masked_mean
@@ -89,7 +90,8 @@ class CoAttentionFusion(Fusion):
         modality_pooled = {m: masked_mean(f.tokens, f.mask) for m, f in final.items()}
         stacked = torch.stack([modality_pooled[m] for m in sorted(final)], dim=1)  # (B, M, D)
         tokens, mask = concat_streams(final)
-        return FusedOutput(tokens, mask, masked_mean(stacked, presence(final)), modality_pooled)
+        pooled = masked_mean(stacked, presence(final))
+        return FusedOutput(tokens, mask, pooled, modality_pooled, stream_segments(final))
 
     def _step(
         self, modality: str, layer: int, states: dict[str, Tensor], masks: dict[str, Tensor]

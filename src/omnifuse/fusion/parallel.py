@@ -19,6 +19,7 @@ from omnifuse.fusion.streams import (
     concat_streams,
     prepare_streams,
     presence,
+    stream_segments,
 )
 from omnifuse.layers import MultiHeadAttention, masked_mean
 from omnifuse.modalities.base import EncoderOutput
@@ -120,7 +121,8 @@ class ParallelFusion(Fusion):
         }
         tokens, mask = concat_streams(self.modality_embed(streams))
         vectors = {m: s.pooled for m, s in streams.items()}
-        return FusedOutput(tokens, mask, self.pool(vectors, presence(streams)), vectors)
+        pooled = self.pool(vectors, presence(streams))
+        return FusedOutput(tokens, mask, pooled, vectors, stream_segments(streams))
 
 
 @register_fusion(

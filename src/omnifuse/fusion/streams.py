@@ -90,6 +90,20 @@ def concat_streams(streams: Mapping[str, EncoderOutput]) -> tuple[Tensor, Tensor
     return tokens, mask
 
 
+def stream_segments(
+    streams: Mapping[str, EncoderOutput], offset: int = 0
+) -> dict[str, tuple[int, int]]:
+    """Where each stream's tokens sit after :func:`concat_streams`, shifted by ``offset``
+    (e.g. 1 behind a [CLS] token): ``{m: (start, end)}``."""
+    segments = {}
+    start = offset
+    for m in sorted(streams):
+        end = start + int(streams[m].tokens.shape[1])
+        segments[m] = (start, end)
+        start = end
+    return segments
+
+
 def split_streams(tokens: Tensor, streams: Mapping[str, EncoderOutput]) -> dict[str, Tensor]:
     """Inverse of :func:`concat_streams`: ``[B, sum(N_m), D]`` -> ``{m: [B, N_m, D]}``."""
     order = sorted(streams)

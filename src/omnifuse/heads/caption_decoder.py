@@ -5,7 +5,7 @@ Trained with teacher forcing (``forward(features, decoder_input)`` gives logits)
 :class:`~omnifuse.models.MultimodalModel` calls every head, it returns greedy token ids.
 
 The incremental-decoding hooks :meth:`~CaptionDecoder.new_cache`, :meth:`~CaptionDecoder.step`
-and :meth:`~CaptionDecoder.reorder_cache` are what ``omnifuse.inference.decoding`` needs for beam
+and :meth:`~CaptionDecoder.reorder_cache` are what ``omnifuse.heads.decoding`` needs for beam
 search and nucleus sampling; any decoder offering them (plus ``bos_id``/``eos_id``/``pad_id``/
 ``max_length``) can be decoded the same way.
 """

@@ -6,7 +6,7 @@ Example:
     >>> pipe.caption(["scene.png"], DecodingOptions(strategy="beam", beam_size=4))
 """
 
-from omnifuse.inference.decoding import (
+from omnifuse.heads.decoding import (
     Decoded,
     DecoderStepper,
     StepDecoder,

@@ -7,7 +7,7 @@ A *run directory* (``omnifuse train``) holds ``config.yaml`` (the resolved run c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,12 @@ from omnifuse.config.run import RunConfig
 from omnifuse.config.tasks import task_problems, task_type
 from omnifuse.data.card import CardError, read_card
 from omnifuse.data.sources import source_card
-from omnifuse.inference.options import InferenceError
+from omnifuse.errors import InferenceError
+from omnifuse.tasks import task_class
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
-MATCHING_CLASSES = ("unmatched", "matched")
-"""Class names of a ``matching`` head (class 1 = matched)."""
 
 
 @dataclass(frozen=True)
@@ -117,46 +116,53 @@ def check_task(config: RunConfig, name: str) -> Any:
 def find_task(
     config: RunConfig,
     name: str | None,
-    types: Sequence[str],
+    verb: str | None,
     purpose: str,
-    fits: Callable[[Any], bool] = lambda task: True,
+    fits: Callable[[str], bool] = lambda name: True,
 ) -> str:
-    """The task serving ``purpose``: ``name`` if given (checked), else the only fitting one.
+    """The task serving ``verb``: ``name`` if given (checked), else the only fitting one.
 
     Args:
         config: the run config.
-        name: an explicit task name, or None to pick the only task of ``types`` that ``fits``.
-        types: acceptable task types.
+        name: an explicit task name, or None to pick the only task that serves ``verb`` and
+            ``fits``.
+        verb: a request a task type declares in its ``serves`` (``"caption"`` ...); None
+            accepts every task (``predict``).
         purpose: what the task is for, for messages (e.g. ``"caption"``).
-        fits: extra condition on the task config (e.g. its inputs).
+        fits: extra condition on the task name (e.g. its inputs).
 
     Raises:
-        InferenceError: unknown task, a task of another kind, or zero/several candidates.
+        InferenceError: unknown task, a task that cannot serve ``verb``, or zero/several
+            candidates.
     """
+
+    def serves(task: str) -> bool:
+        kind = task_class(task_type(config.tasks[task]))
+        return (verb is None or verb in kind.serves) and fits(task)
+
     if name is not None:
-        task = check_task(config, name)
-        if task_type(task) not in types or not fits(task):
+        check_task(config, name)
+        if not serves(name):
             raise InferenceError(
-                f"task {name!r} ({task_type(task)}) cannot {purpose}; that needs a "
-                f"{' or '.join(types)} task ({_fitting(config, types, fits)})"
+                f"task {name!r} ({task_type(config.tasks[name])}) cannot {purpose}; "
+                f"{_fitting(config, serves)}"
             )
         return name
-    fitting = [n for n, t in config.tasks.items() if task_type(t) in types and fits(t)]
+    fitting = [n for n in config.tasks if serves(n)]
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
         raise InferenceError(
-            f"no task of this run can {purpose} (it needs a {' or '.join(types)} task); the "
-            f"run's tasks: {describe_tasks(config)}"
+            f"no task of this run can {purpose}; the run's tasks: {describe_tasks(config)}"
         )
     raise InferenceError(
         f"several tasks can {purpose}: {', '.join(fitting)}; name one (task=... / --task)"
     )
 
 
-def _fitting(config: RunConfig, types: Sequence[str], fits: Callable[[Any], bool]) -> str:
-    names = [n for n, t in config.tasks.items() if task_type(t) in types and fits(t)]
-    return f"fitting tasks: {', '.join(names)}" if names else "the run has none"
+def _fitting(config: RunConfig, serves: Callable[[str], bool]) -> str:
+    names = [n for n in config.tasks if serves(n)]
+    return f"tasks that can: {', '.join(names)}" if names else "no task of this run can"
 
 
 def task_data(config: RunConfig, name: str) -> DataConfig:
@@ -199,8 +205,9 @@ def task_classes(config: RunConfig, name: str, num_classes: int) -> ClassNames:
         num_classes: the head's class count (a card listing another number is not used).
     """
     task = config.tasks[name]
-    if task_type(task) == "matching":
-        return ClassNames(MATCHING_CLASSES)
+    fixed = task_class(task_type(task)).fixed_classes
+    if fixed is not None:
+        return ClassNames(fixed)
     target = getattr(task, "target", "label")
     return card_classes(task_data(config, name), target, num_classes)
 

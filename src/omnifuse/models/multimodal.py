@@ -16,8 +16,8 @@ from omnifuse.fusion.base import FusedOutput, Fusion
 from omnifuse.layers.transformer import set_gradient_checkpointing
 from omnifuse.modalities.base import Encoder, EncoderOutput
 
-Batch = Mapping[str, Mapping[str, Tensor]]
-"""Processed inputs keyed by modality, e.g. ``{"image": {"pixel_values": ...}}``."""
+FUSED = "fused"
+"""The ``source`` of a head that reads the fusion (any other source names a modality)."""
 
 
 @dataclass
@@ -73,7 +73,7 @@ class MultimodalModel(nn.Module):
         """Configured modalities, sorted."""
         return sorted(self.encoders)
 
-    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
+    def encode(self, batch: Mapping[str, Mapping[str, Tensor]]) -> dict[str, EncoderOutput]:
         """Run the encoder of every modality present in ``batch`` (others are ignored).
 
         A modality dict may carry ``present`` (``[B]`` bool): samples without that modality get
@@ -98,16 +98,44 @@ class MultimodalModel(nn.Module):
             encoded[modality] = out
         return encoded
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def reads_fusion(self, head: str) -> bool:
+        """Whether ``head`` reads the fusion output (else one modality's encoder output)."""
+        return self.head_sources[head] == FUSED
+
+    def features(
+        self,
+        head: str,
+        encoded: Mapping[str, EncoderOutput],
+        fused: FusedOutput | None = None,
+    ) -> EncoderOutput:
+        """What ``head`` reads: the fusion of ``encoded`` (``fused`` when given, so a caller
+        that already fused does not fuse twice) or its source modality's encoder output.
+
+        Raises:
+            ValueError: the head reads a modality that was not encoded.
+        """
+        if self.reads_fusion(head):
+            return self.fusion(encoded) if fused is None else fused
+        source = self.head_sources[head]
+        if source not in encoded:
+            raise ValueError(
+                f"head {head!r} reads {source!r}, which was not encoded (got {sorted(encoded)})"
+            )
+        return encoded[source]
+
+    def run_head(self, head: str, batch: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
+        """Encode ``batch``, fuse only if ``head`` reads the fusion, apply ``head``."""
+        output: Tensor = self.heads[head](self.features(head, self.encode(batch)))
+        return output
+
+    def forward(self, batch: Mapping[str, Mapping[str, Tensor]]) -> ModelOutput:
         """Encode, fuse and apply every head whose source is available."""
         encoded = self.encode(batch)
         fused = self.fusion(encoded)
         heads = {}
         for name, head in self.heads.items():
-            source = self.head_sources[name]
-            features = fused if source == "fused" else encoded.get(source)
-            if features is not None:
-                heads[name] = head(features)
+            if self.reads_fusion(name) or self.head_sources[name] in encoded:
+                heads[name] = head(self.features(name, encoded, fused))
         return ModelOutput(encoded, fused, heads)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
-"""Label value that token losses skip (``F.cross_entropy``'s default ``ignore_index``)."""
+from omnifuse.types import IGNORE_INDEX as IGNORE_INDEX  # re-exported for the objectives
 
 
 class ContrastiveOutput(NamedTuple):

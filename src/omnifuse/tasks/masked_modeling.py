@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Self
 
 import torch
 from torch import Tensor
@@ -10,10 +11,21 @@ from torch import Tensor
 from omnifuse.config.audio import SUBSAMPLING
 from omnifuse.config.image import ViTConfig
 from omnifuse.config.tasks import MaskedModelingTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MaskedReconstruction, frames_to_patches, patchify
-from omnifuse.tasks.base import Task, TaskContext, register_task
+from omnifuse.tasks.base import (
+    Evaluated,
+    Prediction,
+    PredictOptions,
+    ScoreOptions,
+    Scores,
+    Task,
+    TaskContext,
+    loss_record,
+    mean_outputs,
+    register_task,
+)
+from omnifuse.types import Batch, Inputs
 
 
 class Targets(NamedTuple):
@@ -23,6 +35,7 @@ class Targets(NamedTuple):
     valid: Tensor
 
 
+@register_task
 class MaskedModelingTask(Task):
     """Hide random tokens of one modality and reconstruct them from the rest.
 
@@ -45,6 +58,11 @@ class MaskedModelingTask(Task):
         patch_size: ViT patch side in pixels (image only).
     """
 
+    type_name = "masked_modeling"
+    description = "SimMIM-style reconstruction of masked patches / frames."
+    config_class = MaskedModelingTaskConfig
+    serves = ("reconstruct",)
+
     def __init__(
         self,
         name: str,
@@ -55,7 +73,7 @@ class MaskedModelingTask(Task):
         objective: MaskedReconstruction,
         patch_size: int = 0,
     ) -> None:
-        super().__init__(name, weight, inputs)
+        super().__init__(name, weight, inputs, required=(modality,))
         if modality not in ("image", "audio"):
             raise ValueError(f"modality={modality!r}; valid choices: 'image', 'audio'")
         self.modality, self.head, self.objective = modality, head, objective
@@ -73,33 +91,70 @@ class MaskedModelingTask(Task):
             valid = valid & present.bool().to(valid.device)[:, None]
         return Targets(patches, valid)
 
-    def forward(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
-        """Returns ``loss`` (MSE over hidden tokens) and ``num_masked``."""
-        inputs = dict(self.select_inputs(batch, (self.modality,))[self.modality])
-        target = self.targets(inputs)
+    @classmethod
+    def from_config(cls, name: str, config: MaskedModelingTaskConfig, context: TaskContext) -> Self:
+        """The patch size comes from the image encoder config."""
+        encoder = getattr(context.model.config.encoders, config.modality)
+        patch_size = encoder.patch_size if isinstance(encoder, ViTConfig) else 0
+        return cls(
+            name,
+            config.weight,
+            config.resolved_inputs(context.model.config),
+            config.modality,
+            config.head,
+            MaskedReconstruction(config.mask_ratio, config.norm_target),
+            patch_size,
+        )
+
+    def reconstruct(
+        self, model: MultimodalModel, inputs: Mapping[str, Tensor]
+    ) -> tuple[Tensor, Targets, Tensor]:
+        """Mask random tokens of one modality's inputs and reconstruct them.
+
+        Returns:
+            predicted patches ``[B, N, P]``, the targets, and the ``[B, N]`` bool token mask.
+        """
+        batch = dict(inputs)
+        target = self.targets(batch)
         masking = self.objective.mask(target.patches, target.valid)
-        inputs["token_mask"] = masking.mask
-        encoded = model.encode({self.modality: inputs})[self.modality]
+        batch["token_mask"] = masking.mask
+        encoded = model.encode({self.modality: batch})[self.modality]
         pred: Tensor = model.heads[self.head](encoded)  # (B, [1 +] N, P)
         if self.modality == "image":
             pred = pred[:, 1:]  # the [CLS] token reconstructs nothing
-        out = self.objective(pred, target.patches.to(pred.dtype), masking.mask)
+        return pred, target, masking.mask
+
+    def loss(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
+        """Returns ``loss`` (MSE over hidden tokens) and ``num_masked``."""
+        pred, target, mask = self.reconstruct(
+            model, self.select_inputs(batch, (self.modality,))[self.modality]
+        )
+        out = self.objective(pred, target.patches.to(pred.dtype), mask)
         return {"loss": out.loss, "num_masked": out.num_masked.detach().float()}
 
+    def predict(
+        self, model: MultimodalModel, inputs: Inputs, options: PredictOptions
+    ) -> list[Prediction]:
+        """Per sample ``reconstruction_mse`` over its hidden patches/frames and their number
+        (``masked``); masks are random (seed torch for repeatable results)."""
+        pred, target, mask = self.reconstruct(model, inputs[self.modality])
+        rows = []
+        for row in range(pred.shape[0]):
+            out = self.objective(
+                pred[row : row + 1],
+                target.patches[row : row + 1].to(pred.dtype),
+                mask[row : row + 1],
+            )
+            rows.append({"reconstruction_mse": float(out.loss), "masked": int(out.num_masked)})
+        return rows
 
-@register_task("masked_modeling", "SimMIM-style reconstruction of masked patches / frames.")
-def build_masked_modeling_task(
-    name: str, config: MaskedModelingTaskConfig, context: TaskContext
-) -> MaskedModelingTask:
-    """Registry builder; the patch size comes from the image encoder config."""
-    encoder = getattr(context.model.config.encoders, config.modality)
-    patch_size = encoder.patch_size if isinstance(encoder, ViTConfig) else 0
-    return MaskedModelingTask(
-        name,
-        config.weight,
-        config.resolved_inputs(context.model.config),
-        config.modality,
-        config.head,
-        MaskedReconstruction(config.mask_ratio, config.norm_target),
-        patch_size,
-    )
+    def evaluate_batch(
+        self, model: MultimodalModel, batch: Batch, options: PredictOptions
+    ) -> Evaluated:
+        """The batch's loss outputs on random masks (seeded by the evaluator)."""
+        return Evaluated(loss_record(self, model, batch), [None])
+
+    def score(
+        self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
+    ) -> Scores:
+        return mean_outputs(predictions)

@@ -8,20 +8,33 @@ target there, never a model input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig
-from omnifuse.data.collate import IGNORE_INDEX, Batch
+from omnifuse.errors import InferenceError
 from omnifuse.generation.prior import null_condition
 from omnifuse.generation.vq import VideoTokenizer
 from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.metrics.video import video_psnr
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.models.multimodal import MultimodalModel
-from omnifuse.tasks.base import Task, TaskContext, head_features, register_task
+from omnifuse.tasks.base import (
+    Evaluated,
+    Prediction,
+    PredictOptions,
+    ScoreOptions,
+    Scores,
+    Task,
+    TaskContext,
+    count_rows,
+    register_task,
+)
+from omnifuse.types import IGNORE_INDEX, Batch, Inputs
 
 
 def clip_inputs(video: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -68,7 +81,85 @@ def generator_head(model: MultimodalModel, head: str, task: str) -> VideoGenerat
     return module
 
 
-class VideoTokenizerTask(Task):
+class VideoTask(Task):
+    """What both video task types share: a ``video_generator`` head that makes clips from text
+    (``generate``, served as ``generate_video``) and whose tokenizer reconstruction is scored by
+    PSNR (frames in ``[0, 1]``)."""
+
+    serves = ("generate_video",)
+    predict_inputs = ("text",)
+    head: str
+
+    def generate(self, model: MultimodalModel, inputs: Inputs, options: PredictOptions) -> Tensor:
+        """``[B, T, 3, H, W]`` clips in ``[0, 1]`` generated for the text of ``inputs``.
+
+        Raises:
+            InferenceError: no text, or a head breaking the generator contract.
+        """
+        if "text" not in inputs:
+            raise InferenceError(f"task {self.name!r} generates video from text; pass text")
+        encoded = model.encode({"text": inputs["text"]})
+        frames = generator_head(model, self.head, self.name).generate(
+            model.features(self.head, encoded), **options.generate
+        )
+        return check_frames(frames, count_rows({"text": inputs["text"]}), self.head)
+
+    def predict(
+        self, model: MultimodalModel, inputs: Inputs, options: PredictOptions
+    ) -> list[Prediction]:
+        """Per prompt its generated clip: ``frames`` ``[T, 3, H, W]`` in ``[0, 1]``."""
+        return [{"frames": clip} for clip in self.generate(model, inputs, options).float().cpu()]
+
+    def evaluate_batch(
+        self, model: MultimodalModel, batch: Batch, options: PredictOptions
+    ) -> Evaluated:
+        """Each real clip's tokenizer reconstruction (prediction) and the clip (reference)."""
+        video = batch["inputs"].get("video")
+        if video is None:
+            return Evaluated([], [])
+        tokenizer = generator_head(model, self.head, self.name).tokenizer
+        pixels, frame_mask = clip_inputs(video)
+        keep = frame_mask.any(dim=1)
+        pixels, frame_mask = pixels[keep], frame_mask[keep]
+        if pixels.shape[0] == 0:
+            return Evaluated([], [])
+        recon = tokenizer.to_unit(
+            tokenizer.decode_codes(tokenizer.encode_video(pixels, frame_mask))
+        )
+        refs = tokenizer.to_unit(pixels).float().cpu()
+        return Evaluated([{"frames": clip} for clip in recon.float().cpu()], list(refs))
+
+    def score(
+        self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
+    ) -> Scores:
+        """``psnr`` (dB) of the tokenizer's reconstructions of the evaluation clips."""
+        if not predictions:
+            return Scores(note="no video clips in the evaluation data; PSNR not computed")
+        frames = [p["frames"] for p in predictions]
+        return Scores(len(frames), {"psnr": video_psnr(frames, list(references))[1]})
+
+
+def check_frames(frames: Tensor, batch: int, head: str) -> Tensor:
+    """``frames`` if it is ``[batch, T, 3, H, W]`` with values in ``[0, 1]``.
+
+    Raises:
+        InferenceError: another shape or range (a head breaking the generator contract).
+    """
+    shape = tuple(frames.shape)
+    if frames.ndim != 5 or shape[0] != batch or shape[2] != 3:
+        raise InferenceError(
+            f"head {head!r} generated frames of shape {shape}; expected [{batch}, T, 3, H, W]"
+        )
+    low, high = float(frames.min()), float(frames.max())
+    if low < 0.0 or high > 1.0:
+        raise InferenceError(
+            f"head {head!r} generated values in [{low:.3g}, {high:.3g}]; expected [0, 1]"
+        )
+    return frames
+
+
+@register_task
+class VideoTokenizerTask(VideoTask):
     """Train the VQ tokenizer of a ``video_generator`` head: reconstruction + commitment.
 
     The codebook follows the encoder by moving averages (updated in the head's training-mode
@@ -83,13 +174,23 @@ class VideoTokenizerTask(Task):
         commitment: weight of the commitment loss.
     """
 
+    type_name = "video_tokenizer"
+    description = "Train a video_generator head's VQ tokenizer (reconstruction)."
+    config_class = VideoTokenizerTaskConfig
+
     def __init__(
         self, name: str, weight: float, inputs: tuple[str, ...], head: str, commitment: float
     ) -> None:
-        super().__init__(name, weight, inputs)
+        super().__init__(name, weight, inputs, required=("video",))
         self.head, self.commitment = head, commitment
 
-    def forward(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
+    @classmethod
+    def from_config(cls, name: str, config: VideoTokenizerTaskConfig, context: TaskContext) -> Self:
+        generator_head(context.model, config.head, name)
+        inputs = config.resolved_inputs(context.model.config)
+        return cls(name, config.weight, inputs, config.head, config.commitment)
+
+    def loss(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
         """``loss``, ``reconstruction_loss``, ``commitment_loss``, ``psnr`` and ``perplexity``."""
         video = self.select_inputs(batch, required=("video",))["video"]
         tokenizer = generator_head(model, self.head, self.name).tokenizer
@@ -131,7 +232,8 @@ def target_codes(tokenizer: VideoTokenizer, video: Mapping[str, Tensor]) -> Tens
     return codes.masked_fill(~valid, IGNORE_INDEX).flatten(1)
 
 
-class VideoGenerationTask(Task):
+@register_task
+class VideoGenerationTask(VideoTask):
     """Train the prior of a ``video_generator`` head on codes of the frozen tokenizer.
 
     Next-code cross-entropy, teacher-forced, with the prior cross-attending to the features the
@@ -148,6 +250,10 @@ class VideoGenerationTask(Task):
         condition_dropout: share of training samples that see no text.
     """
 
+    type_name = "video_generation"
+    description = "Train a video_generator head's prior on tokenized clips given text."
+    config_class = VideoGenerationTaskConfig
+
     def __init__(
         self,
         name: str,
@@ -161,6 +267,20 @@ class VideoGenerationTask(Task):
         self.head = head
         self.label_smoothing, self.condition_dropout = label_smoothing, condition_dropout
 
+    @classmethod
+    def from_config(
+        cls, name: str, config: VideoGenerationTaskConfig, context: TaskContext
+    ) -> Self:
+        generator_head(context.model, config.head, name)
+        return cls(
+            name,
+            config.weight,
+            config.resolved_inputs(context.model.config),
+            config.head,
+            config.label_smoothing,
+            config.condition_dropout,
+        )
+
     def _video(self, batch: Batch) -> Mapping[str, Tensor]:
         video = batch["inputs"].get("video")
         if video is None:
@@ -170,11 +290,11 @@ class VideoGenerationTask(Task):
             )
         return video
 
-    def forward(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
+    def loss(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
         """Returns ``loss`` (cross-entropy), code ``accuracy`` and ``perplexity``."""
         generator = generator_head(model, self.head, self.name)
         targets = target_codes(generator.tokenizer, self._video(batch))  # (B, N)
-        features = head_features(model, self.head, model.encode(self.select_inputs(batch)))
+        features = model.features(self.head, model.encode(self.select_inputs(batch)))
         if self.training and self.condition_dropout > 0:
             features = drop_condition(features, self.condition_dropout)
         logits: Tensor = generator(features, targets.clamp(min=0))  # (B, N, K)
@@ -188,29 +308,3 @@ class VideoGenerationTask(Task):
         hits = (logits.detach().argmax(dim=-1) == targets) & valid
         accuracy = hits.sum() / valid.sum().clamp(min=1)
         return {"loss": loss, "accuracy": accuracy.float(), "perplexity": loss.detach().exp()}
-
-
-@register_task("video_tokenizer", "Train a video_generator head's VQ tokenizer (reconstruction).")
-def build_video_tokenizer_task(
-    name: str, config: VideoTokenizerTaskConfig, context: TaskContext
-) -> VideoTokenizerTask:
-    generator_head(context.model, config.head, name)
-    inputs = config.resolved_inputs(context.model.config)
-    return VideoTokenizerTask(name, config.weight, inputs, config.head, config.commitment)
-
-
-@register_task(
-    "video_generation", "Train a video_generator head's prior on tokenized clips given text."
-)
-def build_video_generation_task(
-    name: str, config: VideoGenerationTaskConfig, context: TaskContext
-) -> VideoGenerationTask:
-    generator_head(context.model, config.head, name)
-    return VideoGenerationTask(
-        name,
-        config.weight,
-        config.resolved_inputs(context.model.config),
-        config.head,
-        config.label_smoothing,
-        config.condition_dropout,
-    )

@@ -17,8 +17,7 @@ from lightning.pytorch.callbacks.progress.rich_progress import RichProgressBarTh
 from torch import Tensor
 
 from omnifuse.data.streaming import sample_seed
-
-Inputs = dict[str, dict[str, Tensor]]
+from omnifuse.types import Inputs
 
 
 class StepMetrics(L.Callback):

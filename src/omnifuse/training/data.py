@@ -17,11 +17,11 @@ from typing import Any, TypedDict
 
 from omnifuse.config.data import DataConfig
 from omnifuse.config.run import RunConfig
-from omnifuse.data.collate import Batch
 from omnifuse.data.datamodule import OmnifuseDataModule, build_loader
 from omnifuse.data.streaming import StreamingLoader
 from omnifuse.models.builder import Processors
 from omnifuse.training.samplers import TaskSampler, build_sampler
+from omnifuse.types import Batch
 
 STATE_VERSION = 1
 

@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from omnifuse.config.training import TrainingConfig
-from omnifuse.data.collate import Batch
 from omnifuse.data.streaming import StreamingLoader, sample_seed
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives.contrastive import LogitScale
@@ -39,6 +38,7 @@ from omnifuse.training.data import MultiTaskLoader, StepBatch, task_batch
 from omnifuse.training.optim import NamedParams, build_optimizer, named_trainables
 from omnifuse.training.schedule import build_scheduler
 from omnifuse.training.weighting import build_weighting, surgery
+from omnifuse.types import Batch
 
 Outputs = dict[str, dict[str, Tensor]]
 """Task -> what its forward returned (``loss``, ``*_loss``, metrics)."""

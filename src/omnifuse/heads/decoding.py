@@ -15,14 +15,69 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
+from omnifuse.errors import InferenceError
 from omnifuse.generation.sampling import top_p_filter
-from omnifuse.inference.options import DecodingOptions
 from omnifuse.modalities.base import EncoderOutput
+
+STRATEGIES = ("greedy", "beam", "nucleus")
+Strategy = Literal["greedy", "beam", "nucleus"]
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How a text decoder turns fused features into tokens.
+
+    Attributes:
+        strategy: ``greedy`` (argmax), ``beam`` (beam search) or ``nucleus`` (top-p sampling).
+        beam_size: beams kept per sample (``beam``); 1 is exactly greedy.
+        length_penalty: beam scores are ``sum log p / length ** length_penalty`` (1 = mean
+            log-probability per token, 0 = raw sum, which favours short outputs).
+        top_p: ``nucleus``: sample from the smallest most-likely token set with mass ``>= top_p``.
+        temperature: ``nucleus``: logits are divided by it before the softmax.
+        max_length: most tokens to generate (default and cap: the decoder's ``max_length``).
+        seed: ``nucleus``: seed of the sampling generator (same seed, same text); None draws
+            from torch's global generator.
+        use_cache: reuse attention keys/values between steps (same output, fewer FLOPs).
+    """
+
+    strategy: Strategy = "greedy"
+    beam_size: int = 4
+    length_penalty: float = 1.0
+    top_p: float = 0.9
+    temperature: float = 1.0
+    max_length: int | None = None
+    seed: int | None = 0
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise InferenceError("invalid decoding options: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self.strategy not in STRATEGIES:
+            problems.append(
+                f"strategy={self.strategy!r}; valid choices: {', '.join(map(repr, STRATEGIES))}"
+            )
+        if self.beam_size < 1:
+            problems.append(f"beam_size={self.beam_size} must be >= 1")
+        if self.length_penalty < 0.0:
+            problems.append(f"length_penalty={self.length_penalty} must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p={self.top_p} must be in (0, 1]")
+        if self.temperature <= 0.0:
+            problems.append(
+                f"temperature={self.temperature} must be > 0 (use strategy='greedy' for argmax)"
+            )
+        if self.max_length is not None and self.max_length < 1:
+            problems.append(f"max_length={self.max_length} must be >= 1 (or None for the head's)")
+        return problems
 
 
 class StepDecoder(Protocol):
