@@ -121,7 +121,7 @@ def test_request_errors_name_the_problem(pipe: Pipeline, media: dict[str, list[s
         pipe.classify("shape", image=image[0])
     with pytest.raises(MediaError, match=r"missing\.png: file not found"):
         pipe.classify("shape", image=["/nowhere/missing.png"])
-    with pytest.raises(InferenceError, match="several tasks can predict: shape, itc.*; name one"):
+    with pytest.raises(InferenceError, match=r"several tasks can predict: shape, itc.*; name one"):
         pipe.predict(image=image)
 
 

@@ -94,7 +94,7 @@ def test_nan_stop_exits_1(
     original = run_module.build_tasks
 
     class NaN(Task):
-        def forward(self, model: Any, batch: Any) -> dict[str, Any]:
+        def loss(self, model: Any, batch: Any) -> dict[str, Any]:
             return {"loss": inner(model, batch)["loss"] * float("nan")}
 
     def build(*args: Any) -> Mapping[str, Task]:
