@@ -154,7 +154,7 @@ class FakeGenerator(nn.Module):
 
 
 def test_generate_video_with_a_duck_typed_head(tiny_run: Path, tmp_path: Path) -> None:
-    pytest.importorskip("omnifuse.generation.io", reason="the clip writer is another module")
+    pytest.importorskip("omnifuse.modalities.video.io", reason="the clip writer is another module")
     fresh = Pipeline.load(tiny_run, device="cpu")
     fresh.model.heads["gen"] = FakeGenerator()
     fresh.model.head_sources["gen"] = "text"

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from omnifuse.generation.sampling import top_p_filter
 from omnifuse.inference.options import DecodingOptions
+from omnifuse.layers.sampling import top_p_filter
 from omnifuse.modalities.base import EncoderOutput
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnifuse.generation.sampling import (
+from omnifuse.layers.sampling import (
     SamplingOptions,
     guide,
     sample_next,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from generation_helpers import one_thread  # noqa: F401 - autouse fixture
 
-from omnifuse.config.generation import VideoPriorConfig
-from omnifuse.generation.prior import VideoPrior, null_condition
-from omnifuse.generation.sampling import SamplingOptions
+from omnifuse.config.video_generator import VideoPriorConfig
+from omnifuse.heads.video_prior import VideoPrior, null_condition
+from omnifuse.layers.sampling import SamplingOptions
 from omnifuse.modalities.base import EncoderOutput
+from video_helpers import one_thread  # noqa: F401 - autouse fixture
 
 GRID = (2, 3, 3)  # 18 codes per clip
 CODES = 12

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omnifuse.config.generation import VideoPriorConfig
-from omnifuse.generation.sampling import SamplingOptions, guide, sample_next
+from omnifuse.config.video_generator import VideoPriorConfig
 from omnifuse.layers import TransformerStack
 from omnifuse.layers.attention import KVCache
+from omnifuse.layers.sampling import SamplingOptions, guide, sample_next
 from omnifuse.modalities.base import EncoderOutput
 
 Cache = list[tuple[KVCache, KVCache]]

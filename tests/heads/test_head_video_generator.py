@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from safetensors.torch import load_model, save_model
+
+import omnifuse.heads.video_generator  # noqa: F401 - registers the head (until heads/ imports it)
+from omnifuse.config.model import EncodersConfig, ModelConfig
+from omnifuse.config.video_generator import VideoSamplingConfig
+from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.layers.sampling import SamplingOptions
+from omnifuse.models import MultimodalModel, build_model
+from omnifuse.registry import HeadContext, head_builder, list_heads
+from video_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     FRAMES,
     SIZE,
     moving_square,
@@ -14,15 +23,6 @@ from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixtur
     tiny_generator_config,
     tiny_model_config,
 )
-from safetensors.torch import load_model, save_model
-
-import omnifuse.heads.video_generator  # noqa: F401 - registers the head (until heads/ imports it)
-from omnifuse.config.generation import VideoSamplingConfig
-from omnifuse.config.model import EncodersConfig, ModelConfig
-from omnifuse.generation.sampling import SamplingOptions
-from omnifuse.heads.video_generator import VideoGenerator
-from omnifuse.models import MultimodalModel, build_model
-from omnifuse.registry import HeadContext, head_builder, list_heads
 
 
 def build() -> tuple[MultimodalModel, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

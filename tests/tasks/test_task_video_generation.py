@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixture
-    moving_square,
-    one_thread,
-    tiny_model_config,
-)
 
 from omnifuse.config.model import EncodersConfig, ModelConfig
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig, task_problems
@@ -23,6 +18,11 @@ from omnifuse.tasks.video_generation import (
     VideoTokenizerTask,
     drop_condition,
     target_codes,
+)
+from video_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+    moving_square,
+    one_thread,
+    tiny_model_config,
 )
 
 CAPTIONS = ["the red square moves right", "the blue square moves left"]

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+from safetensors.torch import load_model, save_model
+
+from omnifuse.modalities.video.tokenizer import VectorQuantizer, VideoTokenizer
+from omnifuse.tasks.video_generation import clip_psnr
+from video_helpers import (  # noqa: F401 - one_thread is an autouse fixture
     FRAMES,
     MEAN,
     SIZE,
@@ -15,10 +19,6 @@ from generation_helpers import (  # noqa: F401 - one_thread is an autouse fixtur
     square_clips,
     tiny_tokenizer_config,
 )
-from safetensors.torch import load_model, save_model
-
-from omnifuse.generation.vq import VectorQuantizer, VideoTokenizer
-from omnifuse.tasks.video_generation import clip_psnr
 
 
 def tiny_tokenizer(**overrides: object) -> VideoTokenizer:

@@ -22,8 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omnifuse.config.generation import VideoTokenizerConfig
-from omnifuse.generation.io import denormalize
+from omnifuse.config.video_generator import VideoTokenizerConfig
+from omnifuse.modalities.video.io import denormalize
 
 
 def _distributed() -> bool:

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from omnifuse.config.fusion import ConcatFusionConfig
-from omnifuse.config.generation import (
+from omnifuse.config.model import EncodersConfig, ModelConfig
+from omnifuse.config.text import TextTransformerConfig, TokenizerConfig
+from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
+from omnifuse.config.video_generator import (
     VideoGeneratorConfig,
     VideoPriorConfig,
     VideoTokenizerConfig,
 )
-from omnifuse.config.model import EncodersConfig, ModelConfig
-from omnifuse.config.text import TextTransformerConfig, TokenizerConfig
-from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
 
 FRAMES, SIZE = 4, 16
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -8,16 +8,16 @@ import av
 import numpy as np
 import pytest
 import torch
-from generation_helpers import moving_square
 from PIL import Image
 
-from omnifuse.generation.io import (
+from omnifuse.modalities.video.io import (
     denormalize,
     to_uint8_frames,
     write_clip,
     write_gif,
     write_mp4,
 )
+from video_helpers import moving_square
 
 
 def decode_mp4(path: Path) -> np.ndarray:
