@@ -15,7 +15,7 @@ import omnifuse
 from omnifuse.cli.main import app
 from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
-from omnifuse.data.builtin import shapesworld
+from omnifuse.datasets import shapesworld
 from omnifuse.demo import corpus_command, has_data, shrink_overrides
 from omnifuse.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
 

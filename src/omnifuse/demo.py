@@ -29,9 +29,9 @@ from rich.console import Console
 
 from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
-from omnifuse.data.builtin import make, shapesworld
 from omnifuse.data.check import check_path
 from omnifuse.data.corpus import write_corpus
+from omnifuse.datasets import make, shapesworld
 from omnifuse.demo_report import Row, metric_rows, write_report
 
 CORPUS_FIELDS = ("captions", "question", "transcript", "video_caption")

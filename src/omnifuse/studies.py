@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from omnifuse.config.loader import apply_overrides, preset_dir, read_yaml, validate_config
-from omnifuse.data.builtin import make
+from omnifuse.datasets import make
 from omnifuse.evaluation import EvalOptions, evaluate
 from omnifuse.reporting import RESULTS, RESULTS_HEADER, machine, write_section
 from omnifuse.training import train

@@ -22,8 +22,8 @@ from omnifuse.cli.evaluate import evaluate as evaluate_command
 from omnifuse.config import load_config
 from omnifuse.config.loader import preset_dir
 from omnifuse.config.run import RunConfig
-from omnifuse.data.builtin import make
 from omnifuse.data.datamodule import OmnifuseDataModule
+from omnifuse.datasets import make
 from omnifuse.evaluation import evaluate
 from omnifuse.evaluation.batches import iter_batches
 from omnifuse.evaluation.judge import Judge

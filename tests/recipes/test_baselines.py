@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from omnifuse.data.builtin import tts
+from omnifuse.datasets import tts
 from omnifuse.recipes.baselines import (
     TfidfVectorizer,
     fit_logistic_regression,

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from omnifuse.config import RunConfig, load_config
-from omnifuse.data.builtin import make
+from omnifuse.datasets import make
 from omnifuse.reporting import RESULTS_HEADER, machine, write_section
 
 Row = tuple[str, str, float | str]  # method | metric | value

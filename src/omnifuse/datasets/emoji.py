@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from omnifuse.data.builtin._common import (
+from omnifuse.datasets._common import (
     Row,
     check_options,
     default_workers,

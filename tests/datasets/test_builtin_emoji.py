@@ -10,7 +10,7 @@ import pytest
 from builtin_helpers import all_rows, read_card, read_rows
 from PIL import Image
 
-from omnifuse.data.builtin import MissingResourceError, emoji, make
+from omnifuse.datasets import MissingResourceError, emoji, make
 
 SIZE = 12
 

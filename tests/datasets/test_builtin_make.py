@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from omnifuse.data.builtin import _common, list_builtin, make
+from omnifuse.datasets import _common, list_builtin, make
 
 
 def test_list_builtin_names_every_dataset() -> None:
@@ -58,7 +58,7 @@ def test_unguarded_script_fails_fast_instead_of_hanging(tmp_path: Path) -> None:
     # Spawned workers re-import the calling script; without a __main__ guard they die at start.
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from omnifuse.data.builtin._common import parallel_map\n"
+        "from omnifuse.datasets._common import parallel_map\n"
         "parallel_map(abs, list(range(16)), workers=2, progress=False, label='demo')\n"
     )
     done = subprocess.run(

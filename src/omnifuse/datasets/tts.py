@@ -29,9 +29,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from omnifuse.data.builtin._common import MissingResourceError
-from omnifuse.data.builtin._espeak_zygote import HEADER as _HEADER
-from omnifuse.data.builtin._espeak_zygote import LENGTH as _LENGTH
+from omnifuse.datasets._common import MissingResourceError
+from omnifuse.datasets._espeak_zygote import HEADER as _HEADER
+from omnifuse.datasets._espeak_zygote import LENGTH as _LENGTH
 
 SAMPLE_RATE = 16_000
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnifuse.data.builtin.render import COLOURS, SHAPES, Sprite
+from omnifuse.datasets.render import COLOURS, SHAPES, Sprite
 
 IMAGE_SIZE = 64
 SIZES = ("small", "large")
@@ -41,7 +41,7 @@ class SceneObject:
         return f"{self.colour} {self.shape}"
 
     def sprite(self) -> Sprite:
-        """The object as something :func:`~omnifuse.data.builtin.render.draw` can draw."""
+        """The object as something :func:`~omnifuse.datasets.render.draw` can draw."""
         return Sprite(self.shape, self.colour, self.x, self.y, self.radius, self.angle)
 
     def describe(self) -> str:

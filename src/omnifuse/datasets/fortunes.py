@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omnifuse.data.builtin._common import (
+from omnifuse.datasets._common import (
     MissingResourceError,
     Row,
     check_options,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from omnifuse.data import builtin
+from omnifuse import datasets
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         key = (name, size, seed, tuple(sorted(options.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"{name}-{seed}")
-            card = builtin.make(name, out, size=size, seed=seed, progress=False, **options)
+            card = datasets.make(name, out, size=size, seed=seed, progress=False, **options)
             cache[key] = card.parent
         return cache[key]
 

@@ -207,7 +207,7 @@ def write_card(out: Path, card: Mapping[str, Any]) -> Path:
 
 def generator_entry(name: str, seed: int, version: str, **extra: Any) -> Row:
     """The card's ``generator`` section: ``{name, seed, version}`` plus generator options."""
-    return {"name": f"omnifuse.data.builtin.{name}", "seed": seed, "version": version, **extra}
+    return {"name": f"omnifuse.datasets.{name}", "seed": seed, "version": version, **extra}
 
 
 def prepare_out(out: Path, subdirs: Sequence[str]) -> Path:

@@ -16,16 +16,16 @@ import soundfile as sf
 from builtin_helpers import all_rows, read_card, read_rows
 from PIL import Image
 
-from omnifuse.data.builtin import MissingResourceError, make, shapesworld
-from omnifuse.data.builtin._common import sample_rng
-from omnifuse.data.builtin.language import (
+from omnifuse.datasets import MissingResourceError, make, shapesworld
+from omnifuse.datasets._common import sample_rng
+from omnifuse.datasets.language import (
     ANSWERS,
     make_captions,
     make_question,
     retrieval_ceiling,
 )
-from omnifuse.data.builtin.render import COLOURS, SHAPES
-from omnifuse.data.builtin.scenes import (
+from omnifuse.datasets.render import COLOURS, SHAPES
+from omnifuse.datasets.scenes import (
     MAIN_MARGIN,
     Scene,
     SceneObject,
@@ -91,7 +91,7 @@ def test_card_lists_splits_and_fields_of_the_manifests(world: Path) -> None:
         "test": 2,
     }
     assert {name: len(split) for name, split in rows.items()} == {"train": 16, "val": 2, "test": 2}
-    assert card["generator"]["name"] == "omnifuse.data.builtin.shapesworld"
+    assert card["generator"]["name"] == "omnifuse.datasets.shapesworld"
     assert card["generator"]["seed"] == 0
     keys = {key for row in all_rows(world) for key in row} - {"id"}
     assert keys == set(card["fields"])

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from omnifuse.data.builtin.render import COLOURS, SHAPES
-from omnifuse.data.builtin.scenes import Scene, SceneObject, region, relation
+from omnifuse.datasets.render import COLOURS, SHAPES
+from omnifuse.datasets.scenes import Scene, SceneObject, region, relation
 
 QUESTION_TYPES = ("existence", "count", "attribute", "spatial", "comparison")
 MAX_OBJECTS = 4

@@ -8,7 +8,7 @@ import jiwer
 import numpy as np
 import pytest
 
-from omnifuse.data.builtin import MissingResourceError, tts
+from omnifuse.datasets import MissingResourceError, tts
 
 TEXT = "the red circle is left of the blue square"
 

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 from builtin_helpers import all_rows, read_card, read_rows
 
-from omnifuse.data.builtin import speech
-from omnifuse.data.builtin._common import sample_rng
+from omnifuse.datasets import speech
+from omnifuse.datasets._common import sample_rng
 
 SIZE = 30
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from builtin_helpers import all_rows, read_card, read_rows
 
-from omnifuse.data.builtin import fortunes, make
+from omnifuse.datasets import fortunes, make
 
 
 @pytest.fixture(scope="module")
