@@ -142,7 +142,7 @@ def _expand(names: Sequence[str], metrics: Mapping[str, Any]) -> list[str]:
 
 
 class StageLike(Protocol):
-    """What the report needs of a stage (``omnifuse.demo.Stage``)."""
+    """What the report needs of a stage (``omnifuse_experiments.demo.Stage``)."""
 
     name: str
     seconds: float

@@ -2,13 +2,14 @@
 
 Stages: generate the data (reused when its card says it was made with the same size and seed)
 and check every file; pretrain one shared four-modality model self-supervised
-(``configs/runs/demo-pretrain.yaml``); fine-tune it on all six task families
-(``configs/runs/demo-finetune.yaml``, ``training.init_from`` the pretrained model); evaluate it on
+(``omnifuse_experiments/configs/demo-pretrain.yaml``); fine-tune it on all six task families
+(``omnifuse_experiments/configs/demo-finetune.yaml``, ``training.init_from`` the pretrained
+model); evaluate it on
 the validation split; write ``report.md`` with the metric table against the targets, the wall
 time of every stage, the load average, the plots and the commands that reproduce each stage.
 
 Example:
-    >>> from omnifuse.demo import run_demo
+    >>> from omnifuse_experiments.demo import run_demo
     >>> summary = run_demo(Path("runs/demo"), quick=True)
     >>> summary["rows"][0]
 """
@@ -28,18 +29,19 @@ import yaml
 from rich.console import Console
 
 from omnifuse.config import load_config
-from omnifuse.config.loader import preset_dir
 from omnifuse.data.check import check_path
 from omnifuse.data.corpus import write_corpus
 from omnifuse.datasets import make, shapesworld
-from omnifuse.demo_report import Row, metric_rows, write_report
+from omnifuse_experiments.configs import config_path
+from omnifuse_experiments.demo_report import Row, metric_rows, write_report
 
 CORPUS_FIELDS = ("captions", "question", "transcript", "video_caption")
 """Manifest fields whose texts train the demo's word-piece tokenizer."""
 
-PRETRAIN = "runs/demo-pretrain"
-FINETUNE = "runs/demo-finetune"
-JUDGE = "runs/video-judge"
+PRETRAIN = "demo-pretrain"
+FINETUNE = "demo-finetune"
+JUDGE = "video-judge"
+"""Names of the shipped run configs of the three training stages (:func:`config_path`)."""
 TOKENIZER = "model/text/tokenizer.json"
 """Where a saved model keeps its trained text tokenizer (relative to the run directory)."""
 
@@ -54,8 +56,8 @@ class DemoPlan:
         size: ShapesWorld samples (80/10/10 train/val/test; retrieval needs 500 in val).
         pretrain_steps, finetune_steps: optimiser steps of the two training stages.
         curriculum_steps: the first fine-tuning steps, which train only visual recognition
-            (``training.multitask.curriculum`` of ``configs/runs/demo-finetune.yaml``).
-        judge_steps: optimiser steps of the video judge (``configs/runs/video-judge.yaml``).
+            (``training.multitask.curriculum`` of the ``demo-finetune`` run config).
+        judge_steps: optimiser steps of the video judge (the ``video-judge`` run config).
         batch_size: training batch size.
         shrink: replace the run configs' model by a tiny one (quick mode).
         eval_max_samples: evaluate at most this many samples per task (None: the split).
@@ -258,11 +260,12 @@ def train_stage(
     from omnifuse.training import train
 
     run_dir = run.out_dir / name
+    path = config_path(preset)
     if run.plan.shrink and shrink:
-        overrides = [*overrides, *shrink_overrides(preset_dir() / f"{preset}.yaml")]
-    config = load_config(preset, overrides)
+        overrides = [*overrides, *shrink_overrides(path)]
+    config = load_config(path, overrides)
     command = " ".join(
-        ["omnifuse train", preset, *map(_quote, overrides), "--run-dir", str(run_dir)]
+        ["omnifuse train", str(path), *map(_quote, overrides), "--run-dir", str(run_dir)]
     )
     with run.stage(name, command) as stage:
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo owns it: a re-run starts afresh

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import yaml
 
 from omnifuse.config import RunConfig, load_config
 from omnifuse.datasets import make
-from omnifuse.reporting import RESULTS_HEADER, machine, write_section
+from omnifuse_experiments.configs import config_path
+from omnifuse_experiments.reporting import RESULTS_HEADER, machine, write_section
 
 Row = tuple[str, str, float | str]  # method | metric | value
 
@@ -41,9 +41,9 @@ class Stopwatch:
 
 
 def recipe_config(name: str, overrides: Sequence[str]) -> RunConfig:
-    """The shipped run config ``configs/runs/recipe-<name>.yaml`` with dotted ``overrides``."""
-    path = Path(str(files("omnifuse") / "configs" / "runs" / f"recipe-{name}.yaml"))
-    return load_config(path, overrides)
+    """The shipped run config ``omnifuse_experiments/configs/recipe-<name>.yaml`` with dotted
+    ``overrides``."""
+    return load_config(config_path(f"recipe-{name}"), overrides)
 
 
 def ensure_data(name: str, directory: Path, size: int | None, **options: Any) -> Path:
@@ -134,13 +134,12 @@ def finish(
     out_dir: Path,
     results: dict[str, Any],
     body: Callable[[], str],
-    results_md: Path | None,
+    results_file: Path,
 ) -> dict[str, Any]:
-    """Write ``out_dir/results.json`` and, when ``results_md`` is set, the ``recipe-<name>``
-    section of that Markdown file (``body()`` renders it); returns ``results``."""
+    """Write ``out_dir/results.json`` and the ``recipe-<name>`` section of the Markdown file
+    ``results_file`` (``body()`` renders it); returns ``results``."""
     results["machine"] = machine()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    if results_md is not None:
-        write_section(results_md, f"recipe-{name}", body(), header=RESULTS_HEADER)
+    write_section(results_file, f"recipe-{name}", body(), header=RESULTS_HEADER)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnifuse.reporting import write_section
+from omnifuse_experiments.reporting import write_section
 
 
 def test_sections_are_replaced_in_place_and_appended(tmp_path: Path) -> None:

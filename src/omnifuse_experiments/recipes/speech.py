@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omnifuse.data.corpus import write_corpus
-from omnifuse.recipes._common import (
+from omnifuse_experiments.recipes._common import (
     Row,
     Stopwatch,
     data_overrides,
@@ -27,8 +27,7 @@ from omnifuse.recipes._common import (
     timing_lines,
     train_fresh,
 )
-from omnifuse.recipes.baselines import pocketsphinx_transcribe, word_error_rate
-from omnifuse.reporting import RESULTS
+from omnifuse_experiments.recipes.baselines import pocketsphinx_transcribe, word_error_rate
 
 NAME = "speech"
 QUICK = [
@@ -43,11 +42,11 @@ QUICK_TEST = 4  # utterances a quick run transcribes
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS,
+    results_file: Path | None = None,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Make the data, run pocketsphinx and ours on the test voices, write ``results.json``
-    (+ the results.md section; a quick run writes ``out_dir/results.md`` instead).
+    (+ its section of ``results_file``, default and for a quick run ``out_dir/results.md``).
 
     ``overrides`` (dotted, e.g. ``training.max_steps=2000``) change ours' run config.
     """
@@ -81,7 +80,8 @@ def run(
         "steps": config.training.max_steps,
         "timing": watch.steps,
     }
-    md = out_dir / "results.md" if quick else results_md
+    # Quick numbers mean nothing, so they never go into a shared results file.
+    md = out_dir / "results.md" if quick or results_file is None else results_file
     return finish(NAME, out_dir, results, lambda: section(results), md)
 
 
@@ -167,7 +167,8 @@ def section(results: dict[str, Any]) -> str:
             "utterances whose voices are all absent from training (flite rms and unseen espeak "
             "variants). pocketsphinx and ours transcribe the same test audio, scored by the same "
             f"corpus WER/CER (omnifuse's normalisation). Ours: {results['steps']} steps of "
-            "`omnifuse train` (`configs/runs/recipe-speech.yaml`, from scratch), greedy decoding.",
+            "`omnifuse train` (`omnifuse_experiments/configs/recipe-speech.yaml`, from "
+            "scratch), greedy decoding.",
             markdown_table(rows),
             _verdict(results),
             "First test utterances:\n\n" + examples,

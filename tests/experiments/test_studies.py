@@ -10,11 +10,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from omnifuse.cli.main import app
-from omnifuse.studies import STUDIES, markdown, run_study
+from omnifuse_experiments.studies import STUDIES, markdown, run_study
 
 
 def test_quick_robustness_study_end_to_end(tmp_path: Path) -> None:
-    summary = run_study("robustness", tmp_path, quick=True, write_docs=False, progress=False)
+    docs = tmp_path / "docs" / "results.md"
+    summary = run_study("robustness", tmp_path, quick=True, results_file=docs, progress=False)
     saved = json.loads((tmp_path / "robustness.json").read_text())
     assert saved["results"] == summary["results"]
     assert set(summary["results"]) == {"no modality dropout", "modality dropout 0.3"}
@@ -23,6 +24,10 @@ def test_quick_robustness_study_end_to_end(tmp_path: Path) -> None:
         for scores in tests.values():
             assert 0.0 <= scores["colour/accuracy"] <= 1.0
     assert (tmp_path / "robustness.png").stat().st_size > 1000
+    # A quick run never writes into the results file it was given, only into its own out dir.
+    assert not docs.exists()
+    assert "<!-- begin:study-robustness -->" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "images" / "study-robustness.png").is_file()
     table = markdown("robustness", STUDIES["robustness"], summary)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "run" not in line]
     assert len(rows) == 2 and all(not math.isnan(float(r.split("|")[2])) for r in rows)

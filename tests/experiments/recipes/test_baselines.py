@@ -11,7 +11,7 @@ import soundfile
 import torch
 
 from omnifuse.datasets import tts
-from omnifuse.recipes.baselines import (
+from omnifuse_experiments.recipes.baselines import (
     TfidfVectorizer,
     fit_logistic_regression,
     pocketsphinx_transcribe,

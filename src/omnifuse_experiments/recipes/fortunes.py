@@ -20,7 +20,7 @@ from omnifuse.config import RunConfig
 from omnifuse.modalities.base import Processor
 from omnifuse.models import Processors, build_model, save
 from omnifuse.models.multimodal import MultimodalModel
-from omnifuse.recipes._common import (
+from omnifuse_experiments.recipes._common import (
     Row,
     Stopwatch,
     card_classes,
@@ -35,13 +35,12 @@ from omnifuse.recipes._common import (
     timing_lines,
     train_fresh,
 )
-from omnifuse.recipes.baselines import (
+from omnifuse_experiments.recipes.baselines import (
     LogisticRegression,
     TfidfVectorizer,
     evaluate_classifier,
     select_logistic_regression,
 )
-from omnifuse.reporting import RESULTS
 
 NAME = "fortunes"
 SPLITS = ("train", "val", "test")
@@ -82,11 +81,11 @@ def _linear_probe_model(
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS,
+    results_file: Path | None = None,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Make the data, run both baselines and ours, write ``results.json`` (+ the results.md
-    section; a quick run writes ``out_dir/results.md`` instead of the docs).
+    """Make the data, run both baselines and ours, write ``results.json`` (+ its section
+    of ``results_file``, default and for a quick run ``out_dir/results.md``).
 
     ``overrides`` (dotted, e.g. ``training.max_steps=2000``) change ours' run config.
     """
@@ -124,7 +123,8 @@ def run(
     results["timing"] = watch.steps
     results["model_dir"] = str(model_dir)
     results["steps"] = tuned.training.max_steps
-    md = out_dir / "results.md" if quick else results_md
+    # Quick numbers mean nothing, so they never go into a shared results file.
+    md = out_dir / "results.md" if quick or results_file is None else results_file
     return finish(NAME, out_dir, results, lambda: section(results), md)
 
 
@@ -182,7 +182,8 @@ def section(results: dict[str, Any]) -> str:
             "test split; MiniLM reads at most 128 tokens in every method. Logistic-regression "
             "strengths are chosen on val. Ours: the head starts as the frozen-MiniLM probe, "
             f"then {results['steps']} steps of `omnifuse train` (batch 16) tune it with the top "
-            "3 of MiniLM's 6 layers (`configs/runs/recipe-fortunes.yaml`); scored by "
+            "3 of MiniLM's 6 layers (`omnifuse_experiments/configs/recipe-fortunes.yaml`); "
+            "scored by "
             "`omnifuse eval`.",
             markdown_table(rows),
             "Wall times (2 shared cores; the load average shows how busy they were):\n\n"

@@ -1,5 +1,9 @@
 """Marked Markdown sections: several scripts write into one document (``docs/benchmarks.md``,
-``docs/results.md``), each replacing only its own section between HTML comment markers."""
+``docs/results.md``), each replacing only its own section between HTML comment markers.
+
+Nothing here knows where the repository is: callers pass the document's path (the studies and
+recipes take ``--results-file``, default inside their output directory), so running from any
+directory never writes into a checkout's ``docs/``."""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path("docs/results.md")
-"""The results document: demo, studies and recipes each write their own section."""
 RESULTS_HEADER = "# Results\n\nMeasured on this project's CI-class machine (2 CPU cores, no GPU).\n"
 
 

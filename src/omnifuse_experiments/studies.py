@@ -1,11 +1,12 @@
 """Studies: the questions users ask next, answered by training and evaluating a few variants of one
-run config (``configs/runs/study-shapes.yaml``) on shapesworld.
+run config (``omnifuse_experiments/configs/study-shapes.yaml``) on shapesworld.
 
 ``omnifuse study NAME`` runs one study: ``fusion`` (concat vs parallel vs hybrid on VQA and
 retrieval), ``multitask`` (three tasks in one run vs each task alone, same steps per run) and
 ``robustness`` (a modality missing at test time, with and without modality dropout in
-training). Each writes ``<out>/<study>.json``, a PNG plot and its section of
-``docs/results.md``. A study is data (:data:`STUDIES`): variants are dotted config overrides.
+training). Each writes ``<out>/<study>.json``, a PNG plot and its section of a results file
+(``--results-file``; ``docs/results.md`` holds the published ones). A study is data
+(:data:`STUDIES`): variants are dotted config overrides.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnifuse.config.loader import apply_overrides, preset_dir, read_yaml, validate_config
+from omnifuse.config.loader import apply_overrides, read_yaml, validate_config
 from omnifuse.datasets import make
 from omnifuse.evaluation import EvalOptions, evaluate
-from omnifuse.reporting import RESULTS, RESULTS_HEADER, machine, write_section
 from omnifuse.training import train
+from omnifuse_experiments.configs import config_path
+from omnifuse_experiments.reporting import RESULTS_HEADER, machine, write_section
 
-BASE_CONFIG = preset_dir() / "runs" / "study-shapes.yaml"
+BASE_CONFIG = config_path("study-shapes")
 TASKS = ("vqa", "retrieval", "colour")
 CANDIDATES = 200
 """Retrieval pool: half of the 400 validation pairs of the 4,000-sample study data."""
@@ -178,9 +180,17 @@ def slug(text: str) -> str:
 
 
 def run_study(
-    name: str, out_dir: Path, quick: bool = False, write_docs: bool = True, progress: bool = True
+    name: str,
+    out_dir: Path,
+    quick: bool = False,
+    results_file: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run study ``name``; return (and write to ``out_dir/<name>.json``) its results.
+
+    Its Markdown section goes into ``results_file`` (default ``out_dir/results.md``) and the
+    plot into ``images/`` beside that file, where the section's relative link finds it; a quick
+    run always writes into ``out_dir`` (its numbers check the wiring, not the answer).
 
     Raises:
         KeyError: an unknown study name (message lists the valid ones).
@@ -205,11 +215,11 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
     plot = plot_study(study, rows, out_dir / f"{name}.png")
-    if write_docs:
-        image = Path("docs/images") / f"study-{name}.png"
-        image.parent.mkdir(parents=True, exist_ok=True)
-        image.write_bytes(plot.read_bytes())
-        write_section(RESULTS, f"study-{name}", markdown(name, study, summary), RESULTS_HEADER)
+    target = out_dir / "results.md" if quick or results_file is None else results_file
+    image = target.parent / "images" / f"study-{name}.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(plot.read_bytes())
+    write_section(target, f"study-{name}", markdown(name, study, summary), RESULTS_HEADER)
     return summary
 
 
@@ -228,14 +238,15 @@ def cell(value: float | None) -> str:
 
 
 def markdown(name: str, study: Study, summary: dict[str, Any]) -> str:
-    """The study's docs/results.md section: question, command, table (%), plot, budget."""
+    """The study's results-file section: question, command, table (%), plot, budget."""
     cols = columns(study)
     lines = [
         f"## {study.title}",
         "",
         study.question,
         "",
-        f"`omnifuse study {name}` (base config `src/omnifuse/configs/runs/study-shapes.yaml`; "
+        f"`omnifuse study {name}` "
+        "(base config `src/omnifuse_experiments/configs/study-shapes.yaml`; "
         f"{summary['samples']} shapesworld samples, {summary['steps']} steps per run, "
         f"evaluated on the validation split, retrieval among {CANDIDATES} candidates; "
         "values in %).",

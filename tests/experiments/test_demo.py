@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import omnifuse
 from omnifuse.cli.main import app
 from omnifuse.config import load_config
-from omnifuse.config.loader import preset_dir
 from omnifuse.datasets import shapesworld
-from omnifuse.demo import corpus_command, has_data, shrink_overrides
-from omnifuse.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
+from omnifuse_experiments.configs import config_path
+from omnifuse_experiments.demo import corpus_command, has_data, shrink_overrides
+from omnifuse_experiments.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
 
 runner = CliRunner()
 
@@ -56,26 +56,26 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         assert (out / plot).is_file(), plot
     for stage in ("data", "check", "pretrain", "finetune", "judge", "evaluate"):
         assert re.search(rf"^\| {stage} \| \d+\.\d \|", report, re.M), stage
-    assert "omnifuse train runs/demo-finetune" in report
+    assert f"omnifuse train {config_path('demo-finetune')}" in report
     assert f"--judge {out / 'judge'}" in report
 
 
 def test_demo_run_configs_resolve_by_name_and_follow_data_overrides() -> None:
-    for name in ("runs/demo-pretrain", "runs/demo-finetune"):
-        run = load_config(name, ["data.train=elsewhere/train.jsonl"])
+    for name in ("demo-pretrain", "demo-finetune"):
+        run = load_config(config_path(name), ["data.train=elsewhere/train.jsonl"])
         for task, config in run.tasks.items():
             data = config.data if config.data is not None else run.data
             assert data.train == Path("elsewhere/train.jsonl"), (name, task)
-    finetune = load_config("runs/demo-finetune")
+    finetune = load_config(config_path("demo-finetune"))
     assert finetune.tasks["vqa"].data is not None
     assert finetune.tasks["vqa"].data.text_field == "question"
     assert finetune.training.init_from == Path("runs/demo/pretrain")
 
 
 def test_shrink_overrides_make_a_valid_tiny_model() -> None:
-    for name in ("runs/demo-pretrain", "runs/demo-finetune"):
-        overrides = shrink_overrides(preset_dir() / f"{name}.yaml")
-        run = load_config(name, overrides)
+    for name in ("demo-pretrain", "demo-finetune"):
+        overrides = shrink_overrides(config_path(name))
+        run = load_config(config_path(name), overrides)
         assert run.model.fusion.dim == 32
         assert run.model.encoders.image is not None and run.model.encoders.image.dim == 32
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from omnifuse.recipes._common import (
+from omnifuse_experiments.recipes._common import (
     Row,
     Stopwatch,
     card_classes,
@@ -29,7 +29,6 @@ from omnifuse.recipes._common import (
     timing_lines,
     train_fresh,
 )
-from omnifuse.reporting import RESULTS
 
 NAME = "emoji"
 KS = (1, 5, 10)
@@ -47,11 +46,11 @@ QUICK = [
 def run(
     out_dir: Path,
     quick: bool = False,
-    results_md: Path | None = RESULTS,
+    results_file: Path | None = None,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Make the data, train and evaluate ours on the test emoji, write ``results.json`` (+ the
-    results.md section; a quick run writes ``out_dir/results.md`` instead of the docs).
+    """Make the data, train and evaluate ours on the test emoji, write ``results.json`` (+ its
+    section of ``results_file``, default and for a quick run ``out_dir/results.md``).
 
     ``overrides`` (dotted, e.g. ``training.max_steps=2000``) change ours' run config.
     """
@@ -77,7 +76,8 @@ def run(
         "timing": watch.steps,
     }
     results["samples"]["test"] = len(test)
-    md = out_dir / "results.md" if quick else results_md
+    # Quick numbers mean nothing, so they never go into a shared results file.
+    md = out_dir / "results.md" if quick or results_file is None else results_file
     return finish(NAME, out_dir, results, lambda: section(results), md)
 
 
@@ -128,7 +128,8 @@ def section(results: dict[str, Any]) -> str:
             f"`omnifuse recipe emoji`: train/val/test {n['train']}/{n['val']}/{n['test']} emoji; "
             "no test emoji (in any skin tone) is seen in training. Retrieval ranks all "
             f"{n['test']} test pairs. Ours: {results['steps']} steps of `omnifuse train` "
-            "(`configs/runs/recipe-emoji.yaml`: ViT from scratch + frozen MiniLM, contrastive, "
+            "(`omnifuse_experiments/configs/recipe-emoji.yaml`: ViT from scratch + frozen "
+            "MiniLM, contrastive, "
             "plus a group head), scored by `omnifuse eval`.",
             markdown_table(rows),
             "Wall times (2 shared cores; the load average shows how busy they were):\n\n"

@@ -1,7 +1,7 @@
 """Real-data recipes: each makes its data, measures its baselines and trains ours in one run.
 
 Example:
-    >>> from omnifuse.recipes import run_recipe
+    >>> from omnifuse_experiments.recipes import run_recipe
     >>> results = run_recipe("fortunes", Path("runs/recipes/fortunes"))
 """
 
@@ -27,7 +27,7 @@ def run_recipe(name: str, out_dir: Path, quick: bool = False, **options: Any) ->
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; valid choices: {', '.join(RECIPES)}")
-    module = import_module(f"omnifuse.recipes.{name}")
+    module = import_module(f"omnifuse_experiments.recipes.{name}")
     result: dict[str, Any] = module.run(out_dir, quick=quick, **options)
     return result
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from omnifuse.recipes import list_recipes, run_recipe
-from omnifuse.recipes._common import Stopwatch, markdown_table, recipe_config
-from omnifuse.recipes.emoji import _chance
-from omnifuse.recipes.speech import _verdict, scores_by_engine
+from omnifuse_experiments.recipes import list_recipes, run_recipe
+from omnifuse_experiments.recipes._common import Stopwatch, markdown_table, recipe_config
+from omnifuse_experiments.recipes.emoji import _chance
+from omnifuse_experiments.recipes.speech import _verdict, scores_by_engine
 
 
 @pytest.mark.parametrize("name", ["fortunes", "emoji", "speech"])
