@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,17 +24,8 @@ from torch import Tensor
 from omnifuse.data.card import DatasetCard
 from omnifuse.data.manifest import INPUT_FIELDS, check_value
 from omnifuse.modalities.base import MediaError, Processor
-
-IGNORE_INDEX = -100
-"""Class/int target of a sample that lacks the field (``cross_entropy``'s default ignore_index)."""
-
-
-class Batch(TypedDict):
-    """What the data layer yields."""
-
-    inputs: dict[str, dict[str, Tensor]]
-    targets: dict[str, Any]
-    ids: list[str]
+from omnifuse.types import IGNORE_INDEX as IGNORE_INDEX  # re-exported: data code imports it here
+from omnifuse.types import Batch as Batch
 
 
 @dataclass(frozen=True)

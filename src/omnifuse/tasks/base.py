@@ -22,11 +22,11 @@ from torch import Tensor, nn
 from omnifuse.config.loader import ConfigError
 from omnifuse.config.run import RunConfig
 from omnifuse.config.tasks import task_problems, task_type
-from omnifuse.data.collate import Batch
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.modalities.text import TextProcessor, TextTokenizer
 from omnifuse.models.builder import Processors
 from omnifuse.models.multimodal import MultimodalModel
+from omnifuse.types import Batch
 
 Inputs = dict[str, dict[str, Tensor]]
 """Per-modality input dicts, as in ``batch["inputs"]``."""

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from omnifuse.config.tasks import CaptioningTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.modalities.text import TextTokenizer
 from omnifuse.models.multimodal import MultimodalModel
@@ -21,6 +20,7 @@ from omnifuse.tasks.base import (
     register_task,
     text_tokenizer_of,
 )
+from omnifuse.types import Batch
 
 
 class CaptioningTask(Task):

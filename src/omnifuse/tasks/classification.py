@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.config.tasks import ClassificationTaskConfig
-from omnifuse.data.collate import IGNORE_INDEX, Batch
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.tasks.base import Task, TaskContext, register_task, run_head
+from omnifuse.types import IGNORE_INDEX, Batch
 
 
 class ClassificationTask(Task):

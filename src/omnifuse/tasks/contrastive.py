@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from omnifuse.config.tasks import ContrastiveTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import ContrastiveLoss
@@ -21,6 +20,7 @@ from omnifuse.tasks.base import (
     present_rows,
     register_task,
 )
+from omnifuse.types import Batch
 
 
 class PairEmbeddings(NamedTuple):

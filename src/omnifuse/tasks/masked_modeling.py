@@ -10,10 +10,10 @@ from torch import Tensor
 from omnifuse.config.audio import SUBSAMPLING
 from omnifuse.config.image import ViTConfig
 from omnifuse.config.tasks import MaskedModelingTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MaskedReconstruction, frames_to_patches, patchify
 from omnifuse.tasks.base import Task, TaskContext, register_task
+from omnifuse.types import Batch
 
 
 class Targets(NamedTuple):

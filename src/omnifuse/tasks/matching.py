@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.config.tasks import MatchingTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MatchingLoss, MatchingPairs
 from omnifuse.tasks.base import Task, TaskContext, index_encoded, register_task
 from omnifuse.tasks.contrastive import embed_pair, paired_inputs
+from omnifuse.types import Batch
 
 
 class MatchingTask(Task):

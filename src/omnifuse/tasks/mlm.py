@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor
 
 from omnifuse.config.tasks import MLMTaskConfig
-from omnifuse.data.collate import Batch
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.modalities.text import TextTokenizer
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MaskedLanguageModeling
 from omnifuse.tasks.base import Task, TaskContext, register_task, text_tokenizer_of
+from omnifuse.types import Batch
 
 
 def text_segment(fused: EncoderOutput, encoded: Mapping[str, EncoderOutput]) -> EncoderOutput:

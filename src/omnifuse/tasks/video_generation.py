@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig
-from omnifuse.data.collate import IGNORE_INDEX, Batch
 from omnifuse.heads.video_generator import VideoGenerator
 from omnifuse.heads.video_prior import null_condition
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.modalities.video.tokenizer import VideoTokenizer
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.tasks.base import Task, TaskContext, head_features, register_task
+from omnifuse.types import IGNORE_INDEX, Batch
 
 
 def clip_inputs(video: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
