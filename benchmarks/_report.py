@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnifuse import reporting
-from omnifuse.reporting import machine
+from omnifuse_experiments import reporting
+from omnifuse_experiments.reporting import machine
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = (

@@ -139,9 +139,9 @@ def measure(
 
 
 def make_data(out: Path, samples: int) -> Path:
-    from omnifuse.data import builtin
+    from omnifuse import datasets
 
-    builtin.make("shapesworld", out, size=samples, progress=False, modalities=("image",))
+    datasets.make("shapesworld", out, size=samples, progress=False, modalities=("image",))
     return out
 
 

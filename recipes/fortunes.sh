@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Recipe fortunes: see recipes/README.md. Extra arguments go to `omnifuse recipe` (e.g. --quick).
+# Recipe fortunes: see recipes/README.md; updates its section of docs/results.md. Extra arguments go to
+# `omnifuse recipe` (e.g. --quick, which writes OUT/results.md instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/omnifuse recipe fortunes "$@"
+exec .venv/bin/omnifuse recipe fortunes --results-file docs/results.md "$@"

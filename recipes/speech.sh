@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Recipe speech: see recipes/README.md. Extra arguments go to `omnifuse recipe` (e.g. --quick).
+# Recipe speech: see recipes/README.md; updates its section of docs/results.md. Extra arguments go to
+# `omnifuse recipe` (e.g. --quick, which writes OUT/results.md instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/omnifuse recipe speech "$@"
+exec .venv/bin/omnifuse recipe speech --results-file docs/results.md "$@"

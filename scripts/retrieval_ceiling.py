@@ -4,7 +4,7 @@ Usage: python scripts/retrieval_ceiling.py data/shapesworld/val.jsonl [--candida
 
 Reads the first ``--candidates`` rows (the pool ``omnifuse eval`` ranks among) and prints the
 expected R@1 of an oracle that knows every scene and picks, at random, one of the captions in the
-pool that fit it (:func:`omnifuse.data.builtin.language.retrieval_ceiling`).
+pool that fit it (:func:`omnifuse.datasets.language.retrieval_ceiling`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from omnifuse.data import read_manifest
-from omnifuse.data.builtin.language import retrieval_ceiling
-from omnifuse.data.builtin.scenes import Scene, parse_scene
+from omnifuse.datasets.language import retrieval_ceiling
+from omnifuse.datasets.scenes import Scene, parse_scene
 
 
 def main() -> None:

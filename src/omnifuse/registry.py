@@ -15,8 +15,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from omnifuse.config.model import ModelConfig
-from omnifuse.fusion.base import Fusion
-from omnifuse.modalities.base import Encoder, Processor
+from omnifuse.types import Encoder, Fusion, Processor
 
 EncoderBuilder = Callable[[Any, Processor[Any], bool], Encoder]
 """``(encoder config, its processor, load_pretrained) -> Encoder``."""

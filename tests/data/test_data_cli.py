@@ -10,8 +10,8 @@ import pytest
 from data_helpers import write_jsonl
 from typer.testing import CliRunner
 
+from omnifuse import datasets
 from omnifuse.cli.data import app
-from omnifuse.data import builtin
 from omnifuse.data.shards import read_index
 
 Media = dict[str, Callable[..., Path]]
@@ -114,8 +114,8 @@ def test_make_calls_the_builtin_generator(tmp_path: Path, monkeypatch: pytest.Mo
         calls.append((name, out, size, seed, progress))
         return out / "card.yaml"
 
-    monkeypatch.setattr(builtin, "make", fake_make)
-    name = builtin.list_builtin()[0]
+    monkeypatch.setattr(datasets, "make", fake_make)
+    name = datasets.list_builtin()[0]
     result = run("make", name, "--out", tmp_path, "--size", "12", "--seed", "4")
     assert result.exit_code == 0, result.output
     assert calls == [(name, tmp_path, 12, 4, True)]

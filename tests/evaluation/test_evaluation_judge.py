@@ -20,10 +20,9 @@ from typer.testing import CliRunner
 import omnifuse
 from omnifuse.cli.evaluate import evaluate as evaluate_command
 from omnifuse.config import load_config
-from omnifuse.config.loader import preset_dir
 from omnifuse.config.run import RunConfig
-from omnifuse.data.builtin import make
 from omnifuse.data.datamodule import OmnifuseDataModule
+from omnifuse.datasets import make
 from omnifuse.evaluation import evaluate
 from omnifuse.evaluation.batches import iter_batches
 from omnifuse.evaluation.judge import Judge
@@ -32,6 +31,7 @@ from omnifuse.inference.options import InferenceError
 from omnifuse.inference.pipeline import Pipeline
 from omnifuse.models import build_model
 from omnifuse.tasks import VideoTask, build_tasks
+from omnifuse_experiments.configs import config_path
 
 CLIPS = "{num_frames: 4, image_size: 16, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}"
 VIDEO = (
@@ -63,13 +63,13 @@ def save_run(root: Path, run: RunConfig, model: Any, processors: Any) -> Path:
 
 
 def train_judge(root: Path, data_dir: Path, steps: int = 80) -> Path:
-    """``configs/runs/video-judge.yaml`` shrunk, overfitted on the first 8 train clips."""
+    """The ``video-judge`` experiment run config shrunk, overfitted on the first 8 train clips."""
     overrides = [
         f"model.encoders.video={VIDEO}",
         "model.fusion={type: concat, dim: 32, num_layers: 0, num_heads: 2}",
         *data_overrides(data_dir, shuffle="false"),
     ]
-    run = load_config(preset_dir() / "runs" / "video-judge.yaml", overrides)
+    run = load_config(config_path("video-judge"), overrides)
     torch.manual_seed(0)
     model, processors = build_model(run.model)
     tasks = build_tasks(run, model, processors)
@@ -84,7 +84,7 @@ def train_judge(root: Path, data_dir: Path, steps: int = 80) -> Path:
 
 
 def untrained_generator(root: Path, data_dir: Path) -> Path:
-    """``configs/runs/video-generation.yaml`` shrunk to the judge's clips, never trained."""
+    """The ``video-generation`` experiment run config shrunk to the judge's clips, never trained."""
     overrides = [
         f"model.encoders.video={VIDEO}",
         "model.encoders.text={type: transformer, dim: 32, num_layers: 1, num_heads: 2}",
@@ -92,7 +92,7 @@ def untrained_generator(root: Path, data_dir: Path) -> Path:
         f"model.heads={{generator: {GENERATOR}}}",
         *data_overrides(data_dir),
     ]
-    run = load_config(preset_dir() / "runs" / "video-generation.yaml", overrides)
+    run = load_config(config_path("video-generation"), overrides)
     torch.manual_seed(0)
     model, processors = build_model(run.model)
     return save_run(root, run, model.eval(), processors)

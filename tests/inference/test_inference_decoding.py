@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from omnifuse.config.heads import CaptionDecoderConfig
-from omnifuse.generation.sampling import top_p_filter
 from omnifuse.heads import CaptionDecoder
 from omnifuse.inference import (
     DecoderStepper,
@@ -23,6 +22,7 @@ from omnifuse.inference import (
     decode,
     greedy_search,
 )
+from omnifuse.layers.sampling import top_p_filter
 from omnifuse.modalities.base import EncoderOutput
 
 VOCAB, BOS, EOS, PAD = 40, 5, 6, 0

@@ -15,7 +15,7 @@ import yaml
 
 import omnifuse
 from omnifuse.config import load_config
-from omnifuse.data.builtin import make
+from omnifuse.datasets import make
 
 
 @contextmanager

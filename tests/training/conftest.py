@@ -18,10 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """shapesworld with images only (text is the caption): 32 rows, made once per session."""
-    from omnifuse.data import builtin
+    from omnifuse import datasets
 
     out = tmp_path_factory.mktemp("shapesworld")
-    builtin.make("shapesworld", out, size=32, progress=False, modalities=("image",), workers=1)
+    datasets.make("shapesworld", out, size=32, progress=False, modalities=("image",), workers=1)
     return out
 
 

@@ -98,7 +98,7 @@ def make(
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
 ) -> None:
     """Generate built-in dataset NAME (manifests, media, card.yaml) under --out."""
-    from omnifuse.data import builtin
+    from omnifuse import datasets as builtin
 
     names = builtin.list_builtin()
     if name not in names:

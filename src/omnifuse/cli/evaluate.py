@@ -41,8 +41,9 @@ def evaluate(
         Path | None,
         typer.Option(
             "--judge",
-            help="Video classifier run (configs/runs/video-judge.yaml) that judges generated "
-            "clips: attribute accuracy and Fréchet distance.",
+            help="Video classifier run (e.g. trained from omnifuse_experiments/configs/"
+            "video-judge.yaml) that judges generated clips: attribute accuracy and Fréchet "
+            "distance.",
         ),
     ] = None,
     drop: Annotated[

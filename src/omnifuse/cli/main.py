@@ -6,10 +6,9 @@ User mistakes (bad config, missing file) print one clear message and exit with s
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,9 +18,8 @@ from torch import nn
 
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.evaluate import evaluate as eval_command
+from omnifuse.cli.plugins import add_plugin_commands
 from omnifuse.cli.predict import predict as predict_command
-from omnifuse.cli.recipe import recipe as recipe_command
-from omnifuse.cli.study import study as study_command
 from omnifuse.cli.train import train as train_command
 from omnifuse.config import ConfigError, dump_config, list_presets, load_config
 from omnifuse.modalities.base import MediaError
@@ -44,8 +42,6 @@ app.add_typer(data_app, name="data")
 app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
-app.command("study")(study_command)
-app.command("recipe")(recipe_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -150,19 +146,15 @@ def model_init(
     out.print(f"saved {model.num_parameters():,} parameters to {path}")
 
 
-@app.command("demo")
-@user_errors
-def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo run.")] = Path(
-        "runs/demo"
-    ),
-    quick: Annotated[bool, typer.Option(help="Smaller data and model for CI.")] = False,
-) -> None:
-    """The main job: ShapesWorld, pretraining, six-family fine-tuning, evaluation, report.md."""
-    from omnifuse.demo import run_demo
+def _builtin_commands(group: typer.Typer) -> set[str]:
+    """Names of the commands and groups registered on ``group`` so far."""
+    names = {c.name or getattr(c.callback, "__name__", "") for c in group.registered_commands}
+    return names | {g.name or "" for g in group.registered_groups}
 
-    summary: dict[str, Any] = run_demo(out_dir, quick=quick)
-    out.print_json(json.dumps(summary))
+
+# Last, so every built-in name is known: a plugin must not shadow one. Installed plugins are
+# omnifuse_experiments' demo, study and recipe (see omnifuse.cli.plugins).
+add_plugin_commands(app, _builtin_commands(app))
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from omnifuse.config.base import StrictModel, TransformerDims
-from omnifuse.config.generation import VideoGeneratorConfig
+from omnifuse.config.video_generator import VideoGeneratorConfig
 
 
 class ClassificationHeadConfig(StrictModel):

@@ -35,11 +35,11 @@ class ConfigError(ValueError):
 
 def preset_dir() -> Path:
     """Directory of the presets shipped inside the package."""
-    return Path(str(resources.files("omnifuse") / "configs"))
+    return Path(str(resources.files("omnifuse") / "presets"))
 
 
 def list_presets() -> list[str]:
-    """Names of the shipped presets (``configs/<name>.yaml``)."""
+    """Names of the shipped presets (``presets/<name>.yaml``)."""
     return sorted(p.stem for p in preset_dir().glob("*.yaml"))
 
 

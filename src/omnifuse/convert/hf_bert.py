@@ -13,14 +13,23 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch import Tensor
 
 from omnifuse.config.text import TextTransformerConfig
 
-if TYPE_CHECKING:
-    from omnifuse.modalities.text.encoder import TextTransformer
+
+class TextEncoderLike(Protocol):
+    """What :func:`load_hf_bert` needs of the encoder:
+    :class:`~omnifuse.modalities.text.TextTransformer` fits. A protocol, not the class, so
+    converters sit below the encoders that call them (importing the encoder made a cycle)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any: ...
+
 
 HF_FIELDS = (
     "dim",
@@ -204,7 +213,7 @@ def convert_hf_bert_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return converted
 
 
-def load_hf_bert(encoder: TextTransformer, path: Path) -> None:
+def load_hf_bert(encoder: TextEncoderLike, path: Path) -> None:
     """Copy the weights of the local HF BERT at ``path`` into ``encoder`` (in place).
 
     Call :func:`check_hf_bert_config` first for readable dimension errors.

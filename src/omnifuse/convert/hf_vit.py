@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file
@@ -22,8 +22,19 @@ from torch import Tensor
 
 from omnifuse.config.image import ViTConfig
 
-if TYPE_CHECKING:
-    from omnifuse.modalities.image.encoder import ViT
+
+class ViTLike(Protocol):
+    """What :func:`load_hf_vit` needs of the model: :class:`~omnifuse.modalities.image.ViT`
+    fits. A protocol, not the class, so converters sit below the encoders that call them
+    (importing the encoder here made an import cycle)."""
+
+    @property
+    def config(self) -> ViTConfig: ...
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any: ...
+
 
 HF_ACTIVATIONS = {
     "gelu": "gelu",
@@ -214,7 +225,7 @@ def _fill_missing_qkv_bias(mapped: dict[str, Tensor], expected: Mapping[str, Ten
             mapped[key] = torch.zeros_like(reference)
 
 
-def load_hf_vit(model: ViT, directory: str | Path) -> None:
+def load_hf_vit(model: ViTLike, directory: str | Path) -> None:
     """Load a local HF ViT directory into ``model`` in place.
 
     Raises:

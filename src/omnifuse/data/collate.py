@@ -24,7 +24,8 @@ from torch import Tensor
 from omnifuse.data.card import DatasetCard
 from omnifuse.data.manifest import INPUT_FIELDS, check_value
 from omnifuse.modalities.base import MediaError, Processor
-from omnifuse.types import IGNORE_INDEX, Batch
+from omnifuse.types import IGNORE_INDEX as IGNORE_INDEX  # re-exported: data code imports it here
+from omnifuse.types import Batch as Batch
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def evaluate(
         out: output directory (default: ``RUN_DIR/eval``).
         options: sample limits, retrieval pool, decoding, METEOR, plots.
         device: where to run (default: CUDA when available).
-        judge: a video classifier run (``configs/runs/video-judge.yaml``) that judges the clips
+        judge: a video classifier run (``omnifuse_experiments/configs/video-judge.yaml``) that
+            judges the clips
             of every ``video_generation`` task: ``attribute_accuracy`` (and per attribute),
             ``judge_accuracy_real`` and ``frechet_distance`` (see ``docs/video_generation.md``).
 

@@ -1,4 +1,5 @@
-"""A judge of generated clips: a separately trained video classifier (``configs/runs/video-judge``).
+"""A judge of generated clips: a separately trained video classifier
+(``omnifuse_experiments/configs/video-judge.yaml``).
 
 Generated clips are scored by what the judge recognises in them: every classification task of the
 judge run that reads only video is one *attribute* (its target field, e.g. ``video_colour``), and a

@@ -1,28 +1,11 @@
-"""Fusion strategies: ``concat`` (early), ``parallel`` (late), ``hybrid`` (cross-attention).
-
-The strategy classes load on first access: their modules import :mod:`omnifuse.registry`, which
-itself imports :mod:`omnifuse.fusion.base` (and so this package), so importing them eagerly here
-would be circular whenever the registry is imported first.
-"""
+"""Fusion strategies: ``concat`` (early), ``parallel`` (late), ``hybrid`` (cross-attention)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from omnifuse.fusion.base import FusedOutput, Fusion
-
-if TYPE_CHECKING:
-    from omnifuse.fusion.concat import ConcatFusion
-    from omnifuse.fusion.hybrid import CoAttentionFusion, ResamplerFusion
-    from omnifuse.fusion.parallel import ParallelFusion
-
-_LAZY = {
-    "ConcatFusion": "omnifuse.fusion.concat",
-    "ParallelFusion": "omnifuse.fusion.parallel",
-    "CoAttentionFusion": "omnifuse.fusion.hybrid",
-    "ResamplerFusion": "omnifuse.fusion.hybrid",
-}
+from omnifuse.fusion.concat import ConcatFusion
+from omnifuse.fusion.hybrid import CoAttentionFusion, ResamplerFusion
+from omnifuse.fusion.parallel import ParallelFusion
 
 __all__ = [
     "CoAttentionFusion",
@@ -32,11 +15,3 @@ __all__ = [
     "ParallelFusion",
     "ResamplerFusion",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import a strategy class on first access (see the module docstring)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from omnifuse.errors import InferenceError
-from omnifuse.generation.sampling import top_p_filter
+from omnifuse.layers.sampling import top_p_filter
 from omnifuse.modalities.base import EncoderOutput
 
 STRATEGIES = ("greedy", "beam", "nucleus")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omnifuse.config.generation import VideoGeneratorConfig
 from omnifuse.config.video import VideoProcessorConfig
-from omnifuse.generation.prior import VideoPrior
-from omnifuse.generation.sampling import SamplingOptions
-from omnifuse.generation.vq import VideoTokenizer
+from omnifuse.config.video_generator import VideoGeneratorConfig
+from omnifuse.heads.video_prior import VideoPrior
+from omnifuse.layers.sampling import SamplingOptions
 from omnifuse.modalities.base import EncoderOutput
+from omnifuse.modalities.video.tokenizer import VideoTokenizer
 from omnifuse.registry import HeadContext, register_head
 
 GREEDY = SamplingOptions(temperature=0.0)

@@ -1,4 +1,4 @@
-"""Generated clips: shape checks and writing MP4/GIF files (via ``omnifuse.generation.io``).
+"""Generated clips: shape checks and writing MP4/GIF files (via ``omnifuse.modalities.video.io``).
 
 A video generator head is duck-typed: any head with ``generate(features, **options)`` returning
 frames ``[B, T, 3, H, W]`` in ``[0, 1]`` (and no text-decoder ``step``) is served.
@@ -60,12 +60,12 @@ def write_clips(
         Per clip, its paths in ``formats`` order.
 
     Raises:
-        InferenceError: the video writer (``omnifuse.generation.io``) is not installed.
+        InferenceError: the video writer (``omnifuse.modalities.video.io``) is not installed.
     """
     try:
-        writer = importlib.import_module("omnifuse.generation.io")
+        writer = importlib.import_module("omnifuse.modalities.video.io")
     except ImportError as err:
-        raise InferenceError(f"writing clips needs omnifuse.generation.io ({err})") from None
+        raise InferenceError(f"writing clips needs omnifuse.modalities.video.io ({err})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for index, clip in enumerate(frames.detach().cpu()):

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig
 from omnifuse.errors import InferenceError
-from omnifuse.generation.prior import null_condition
-from omnifuse.generation.vq import VideoTokenizer
+from omnifuse.heads.video_prior import null_condition
+from omnifuse.modalities.video.tokenizer import VideoTokenizer
 from omnifuse.heads.video_generator import VideoGenerator
 from omnifuse.metrics.video import video_psnr
 from omnifuse.modalities.base import EncoderOutput

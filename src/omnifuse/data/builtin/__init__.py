@@ -1,73 +1,21 @@
-"""Built-in datasets, generated locally: ``make(name, out)`` writes manifests, media and a card.
+"""Deprecated alias of :mod:`omnifuse.datasets` (the built-in dataset generators moved there).
 
-==============  ==============================================================  ============
-name            what                                                            default size
-==============  ==============================================================  ============
-shapesworld     procedural scenes: image, captions, VQA, labels, speech, video  5,000
-emoji           Noto Color Emoji renders with their Unicode names and groups    3,655 (all)
-fortunes        texts of 8 clean ``fortune`` categories, labelled by category   2,676 (all)
-speech          spoken sentences from espeak-ng and flite voices               2,000
-==============  ==============================================================  ============
-
-Each generator is deterministic for a seed and documented in ``docs/datasets.md``.
+Kept because ``from omnifuse.data.builtin import make`` is how scripts outside the repository
+generate the built-in datasets; the submodules (``shapesworld``, ``emoji``, ...) are not
+aliased, import them from :mod:`omnifuse.datasets`.
 """
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-from typing import Any
+import warnings
 
-from omnifuse.data.builtin._common import MissingResourceError
+from omnifuse.datasets import MissingResourceError, list_builtin, make
 
 __all__ = ["MissingResourceError", "list_builtin", "make"]
 
-_GENERATORS = {
-    "shapesworld": "omnifuse.data.builtin.shapesworld",
-    "emoji": "omnifuse.data.builtin.emoji",
-    "fortunes": "omnifuse.data.builtin.fortunes",
-    "speech": "omnifuse.data.builtin.speech",
-}
-
-
-def list_builtin() -> list[str]:
-    """Names of the built-in datasets, sorted."""
-    return sorted(_GENERATORS)
-
-
-def make(
-    name: str,
-    out: Path,
-    size: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    **options: Any,
-) -> Path:
-    """Generate built-in dataset ``name`` under ``out``; return the path of its ``card.yaml``.
-
-    Args:
-        name: One of :func:`list_builtin`.
-        out: Dataset directory (created if needed; existing files are overwritten).
-        size: Number of samples; default: the dataset's default size (all items for the real
-            datasets, which then take a deterministic subset).
-        seed: Seed of every random choice; the same seed gives identical manifests and media.
-        progress: Show a rich progress bar.
-        **options: Dataset-specific options (see each generator's ``generate``), e.g.
-            ``workers=1`` or, for shapesworld, ``modalities=("image",)``.
-
-    Raises:
-        ValueError: Unknown name or option, ``size < 1`` or ``seed < 0``.
-        MissingResourceError: A system package the dataset needs is missing (the message
-            gives the install command).
-    """
-    if name not in _GENERATORS:
-        raise ValueError(f"unknown built-in dataset {name!r}; valid: {', '.join(list_builtin())}")
-    if size is not None and size < 1:
-        raise ValueError(
-            f"size={size} must be a positive number of samples (or None for the default)"
-        )
-    if seed < 0:
-        raise ValueError(f"seed={seed} must be >= 0")
-    module = importlib.import_module(_GENERATORS[name])
-    card: Path = module.generate(Path(out), size=size, seed=seed, progress=progress, **options)
-    return card
+warnings.warn(
+    "omnifuse.data.builtin moved to omnifuse.datasets; import from there "
+    "(this alias will be removed in a future release)",
+    FutureWarning,
+    stacklevel=2,
+)

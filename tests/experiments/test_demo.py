@@ -1,0 +1,104 @@
+"""``omnifuse demo --quick`` end to end through the CLI: data, pretraining, multi-task
+fine-tuning, evaluation and the report."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+import omnifuse
+from omnifuse.cli.main import app
+from omnifuse.config import load_config
+from omnifuse.datasets import shapesworld
+from omnifuse_experiments.configs import config_path
+from omnifuse_experiments.demo import corpus_command, has_data, shrink_overrides
+from omnifuse_experiments.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
+
+runner = CliRunner()
+
+
+def table_rows(report: str) -> list[list[str]]:
+    """Cells of the metric table (rows after the ``| task | family |`` header)."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| task | family |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    rows = table_rows(report)
+    targets = {(row[0], row[2]) for row in rows if row[4]}
+    assert {(t.task, t.metric) for t in TARGETS} <= targets
+    assert set(REQUIRED_TASKS) <= {task for task, _ in targets}
+    for row in rows:
+        assert row[3] != NOT_MEASURED and math.isfinite(float(row[3])), row
+    assert re.search(r"^Targets met: \d+ of 9\.", report, re.M)
+    model, processors, config = omnifuse.load(out / "finetune" / "model")
+    assert {"topic", "shape", "speller", "answer", "generator"} <= set(model.heads)
+    assert set(processors) == {"audio", "image", "text", "video"}
+    assert config.name == "demo-finetune"
+    plots = re.findall(r"- \[[^\]]+\]\(([^)]+)\)", report)
+    assert plots, "the report lists no plots"
+    for plot in plots:
+        assert (out / plot).is_file(), plot
+    for stage in ("data", "check", "pretrain", "finetune", "judge", "evaluate"):
+        assert re.search(rf"^\| {stage} \| \d+\.\d \|", report, re.M), stage
+    assert f"omnifuse train {config_path('demo-finetune')}" in report
+    assert f"--judge {out / 'judge'}" in report
+
+
+def test_demo_run_configs_resolve_by_name_and_follow_data_overrides() -> None:
+    for name in ("demo-pretrain", "demo-finetune"):
+        run = load_config(config_path(name), ["data.train=elsewhere/train.jsonl"])
+        for task, config in run.tasks.items():
+            data = config.data if config.data is not None else run.data
+            assert data.train == Path("elsewhere/train.jsonl"), (name, task)
+    finetune = load_config(config_path("demo-finetune"))
+    assert finetune.tasks["vqa"].data is not None
+    assert finetune.tasks["vqa"].data.text_field == "question"
+    assert finetune.training.init_from == Path("runs/demo/pretrain")
+
+
+def test_shrink_overrides_make_a_valid_tiny_model() -> None:
+    for name in ("demo-pretrain", "demo-finetune"):
+        overrides = shrink_overrides(config_path(name))
+        run = load_config(config_path(name), overrides)
+        assert run.model.fusion.dim == 32
+        assert run.model.encoders.image is not None and run.model.encoders.image.dim == 32
+
+
+def test_data_of_another_size_seed_or_generator_version_is_not_reused(tmp_path: Path) -> None:
+    def card(**generator: object) -> Path:
+        entry = {"size": 60, "seed": 0, "version": shapesworld.VERSION, **generator}
+        (tmp_path / "card.yaml").write_text(yaml.safe_dump({"generator": entry}))
+        return tmp_path
+
+    assert not has_data(tmp_path, 60, seed=0)  # no card yet
+    assert has_data(card(), 60, seed=0)
+    assert not has_data(card(size=61), 60, seed=0)
+    assert not has_data(card(seed=1), 60, seed=0)
+    assert not has_data(card(version="0.9"), 60, seed=0)
+
+
+def test_corpus_command_is_the_cli_the_demo_runs(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text(
+        '{"id": "a", "captions": ["a red circle"], "question": "how many?"}\n'
+    )
+    args = shlex.split(corpus_command(tmp_path))
+    assert args[:3] == ["omnifuse", "data", "corpus"]
+    result = runner.invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "corpus.txt").read_text().splitlines() == ["a red circle", "how many?"]
