@@ -17,17 +17,15 @@ from omnifuse.config.data import DataConfig
 from omnifuse.errors import InferenceError
 from omnifuse.evaluation.batches import iter_batches, pictures
 from omnifuse.evaluation.results import EvalOptions, Example, TaskResult
+from omnifuse.inference.inputs import build_run_task
 from omnifuse.inference.pipeline import Pipeline, seeded
-from omnifuse.inference.runs import card_classes
 from omnifuse.tasks import (
     Evaluated,
     PredictOptions,
     ScoreOptions,
     Task,
-    TaskContext,
     VideoTask,
     index_inputs,
-    task_class,
 )
 from omnifuse.types import Batch, Inputs
 
@@ -78,15 +76,9 @@ class TaskEval:
     def task(self) -> Task:
         """The task type object, with the class names of the *evaluated* data's card (its
         label indices follow that card, which ``--data`` may replace)."""
-        pipe, config = self.pipe, self.config
-        head = pipe.model.config.heads.get(str(getattr(config, "head", "")))
-        classes = int(getattr(head, "num_classes", 0))
-        field = str(getattr(config, "target", "label"))
-        names = card_classes(self.data, field, classes).names if classes else None
-        known = {self.name: names} if names is not None else {}
-        context = TaskContext(pipe.config, pipe.model, pipe.processors, known)
-        kind = task_class(pipe.tasks[self.name])
-        return kind.from_config(self.name, config, context).to(pipe.device).eval()
+        pipe = self.pipe
+        task = build_run_task(pipe.config, pipe.model, pipe.processors, self.name, self.data)
+        return task.to(pipe.device).eval()
 
 
 @torch.no_grad()

@@ -17,8 +17,7 @@ valid choices.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,26 @@ from omnifuse.config.run import RunConfig
 from omnifuse.config.tasks import task_type
 from omnifuse.errors import InferenceError
 from omnifuse.heads.decoding import DecodingOptions
-from omnifuse.inference.runs import check_task, describe_tasks, find_task, locate, run_config
-from omnifuse.inference.runs import task_classes as card_class_names
-from omnifuse.inference.video import check_formats, write_clips
+from omnifuse.inference.inputs import (
+    RawInputs,
+    build_run_task,
+    embedding_head,
+    process_request,
+    process_values,
+)
+from omnifuse.inference.runs import (
+    check_task,
+    describe_tasks,
+    find_task,
+    locate,
+    run_config,
+    task_data,
+)
+from omnifuse.inference.video import clip_files
 from omnifuse.modalities.text import TextProcessor, TextTokenizer
 from omnifuse.models import MultimodalModel, Processors, load
-from omnifuse.tasks import PredictOptions, Task, TaskContext, task_class
+from omnifuse.tasks import PredictOptions, Task
 from omnifuse.types import Inputs
-
-RawInputs = Mapping[str, Sequence[Any] | None]
-"""Raw inputs keyed by modality: one list entry (path, string, array) per sample."""
 
 
 @contextmanager
@@ -99,19 +108,9 @@ class Pipeline:
     def task(self, name: str) -> Task:
         """The task type object of task ``name`` (built once; class names from its card)."""
         if name not in self._tasks:
-            config = check_task(self.config, name)
-            head = self.model.config.heads.get(str(getattr(config, "head", "")))
-            classes = int(getattr(head, "num_classes", 0))
-            found = card_class_names(self.config, name, classes) if classes else None
-            if found is not None and found.names is None:
-                warnings.warn(
-                    f"class names of task {name!r} are unavailable ({found.reason}); labels are "
-                    "class indices",
-                    stacklevel=3,
-                )
-            known = {name: found.names} if found is not None and found.names else {}
-            context = TaskContext(self.config, self.model, self.processors, known)
-            task = task_class(task_type(config)).from_config(name, config, context)
+            check_task(self.config, name)
+            data = task_data(self.config, name)
+            task = build_run_task(self.config, self.model, self.processors, name, data, warn=True)
             self._tasks[name] = task.to(self.device).eval()
         return self._tasks[name]
 
@@ -128,41 +127,10 @@ class Pipeline:
         return processor.tokenizer
 
     def process(self, name: str, raws: RawInputs) -> Inputs:
-        """Raw inputs of a request for task ``name`` -> processed inputs (on the device).
-
-        Files are read first, so an unreadable one is reported with its path before anything
-        else. A task that reads the fusion accepts any non-empty subset of its inputs.
-
-        Raises:
-            InferenceError: an input the task does not read, a missing required one, lists that
-                are not lists, empty or of different lengths.
-            MediaError: a value that cannot be loaded (names the path).
-        """
-        wanted, task = self.task_inputs(name), self.task(name)
-        given = {m: v for m, v in raws.items() if v is not None}
-        inputs = {m: self._process_modality(m, given[m]) for m in sorted(given) if m in wanted}
-        problems = [f"it does not read {m}" for m in sorted(set(given) - set(wanted))]
-        problems += [f"missing input {m}" for m in task.required if m not in given]
-        if problems or not given:
-            reason = "; ".join(problems) or "no input given"
-            raise InferenceError(f"task {name!r} reads {', '.join(wanted)}: {reason}")
-        sizes = {m: int(next(iter(batch.values())).shape[0]) for m, batch in inputs.items()}
-        if len(set(sizes.values())) > 1:
-            listing = ", ".join(f"{m}: {n}" for m, n in sizes.items())
-            raise InferenceError(f"inputs differ in length ({listing}); give one per sample")
-        return inputs
-
-    def _process_modality(self, modality: str, values: Any) -> dict[str, Tensor]:
-        if modality not in self.processors:
-            configured = ", ".join(self.processors)
-            raise InferenceError(f"the model has no {modality} encoder; configured: {configured}")
-        if isinstance(values, str | Path | bytes) or not isinstance(values, Sequence):
-            kind = type(values).__name__
-            raise InferenceError(f"{modality}: pass a list with one entry per sample, got {kind}")
-        if len(values) == 0:
-            raise InferenceError(f"{modality}: got an empty list; pass at least one sample")
-        batch = self.processors[modality](list(values))
-        return {key: value.to(self.device) for key, value in batch.items()}
+        """Raw inputs of a request for task ``name`` -> processed inputs (see
+        :func:`~omnifuse.inference.inputs.process_request`)."""
+        reads = self.task_inputs(name)
+        return process_request(self.processors, self.device, self.task(name), reads, raws)
 
     @torch.no_grad()
     def predict(
@@ -186,22 +154,8 @@ class Pipeline:
         with seeded(self.device, 0):
             predictions = self.task(name).predict(self.model, self.process(name, inputs), opts)
         if any("frames" in p for p in predictions):
-            return self._write_clips(name, predictions, out_dir)
+            return clip_files(name, predictions, out_dir)
         return [to_json(p) for p in predictions]
-
-    def _write_clips(
-        self,
-        name: str,
-        predictions: list[dict[str, Any]],
-        out_dir: str | Path | None,
-        fmt: Sequence[str] = ("mp4", "gif"),
-        fps: int = 8,
-    ) -> list[dict[str, Any]]:
-        if out_dir is None:
-            raise InferenceError(f"task {name!r} writes clips; pass an output directory (--out)")
-        clips = torch.stack([p["frames"] for p in predictions])
-        paths = write_clips(clips, Path(out_dir), check_formats(fmt), fps)
-        return [{"files": [str(p) for p in row]} for row in paths]
 
     def serve(
         self, verb: str, task: str | None, reads: Sequence[str], **inputs: Any
@@ -277,19 +231,10 @@ class Pipeline:
     def embed(self, modality: str, inputs: Sequence[Any]) -> Tensor:
         """``[B, D]`` embeddings of one modality: the projection head reading it (the one a
         task names first), else the encoder's pooled output."""
-        encoded = self.model.encode({modality: self._process_modality(modality, inputs)})[modality]
-        heads = [
-            h
-            for t in self.config.tasks.values()
-            for f in ("head_a", "head_b")
-            if isinstance(h := getattr(t, f, None), str)
-        ]
-        heads += sorted(n for n, c in self.model.config.heads.items() if c.type == "projection")
-        for head in heads:
-            if self.model.head_sources.get(head) == modality:
-                out: Tensor = self.model.heads[head](encoded)
-                return out
-        return encoded.pooled
+        batch = {modality: process_values(self.processors, self.device, modality, inputs)}
+        encoded = self.model.encode(batch)[modality]
+        head = embedding_head(self.config, self.model, modality)
+        return encoded.pooled if head is None else self.model.heads[head](encoded)
 
     def __repr__(self) -> str:
         return f"Pipeline(tasks: {describe_tasks(self.config)}; device={self.device})"

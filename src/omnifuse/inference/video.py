@@ -1,18 +1,20 @@
-"""Generated clips: shape checks and writing MP4/GIF files (via ``omnifuse.modalities.video.io``).
+"""Generated clips as files: MP4/GIF written with :mod:`omnifuse.modalities.video.io`.
 
-A video generator head is duck-typed: any head with ``generate(features, **options)`` returning
-frames ``[B, T, 3, H, W]`` in ``[0, 1]`` (and no text-decoder ``step``) is served.
+The frames come from a video task type's ``predict`` (``[T, 3, H, W]`` in ``[0, 1]`` per
+sample, checked by the task); this module only names and writes the files.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor
 
-from omnifuse.inference.options import InferenceError
+from omnifuse.errors import InferenceError
+from omnifuse.modalities.video.io import write_clip
 
 VIDEO_FORMATS = ("mp4", "gif")
 
@@ -32,25 +34,6 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
-def check_frames(frames: Tensor, batch: int, head: str) -> Tensor:
-    """``frames`` if it is ``[batch, T, 3, H, W]`` with values in ``[0, 1]``.
-
-    Raises:
-        InferenceError: another shape or range (a head breaking the generator contract).
-    """
-    shape = tuple(frames.shape)
-    if frames.ndim != 5 or shape[0] != batch or shape[2] != 3:
-        raise InferenceError(
-            f"head {head!r} generated frames of shape {shape}; expected [{batch}, T, 3, H, W]"
-        )
-    low, high = float(frames.min()), float(frames.max())
-    if low < 0.0 or high > 1.0:
-        raise InferenceError(
-            f"head {head!r} generated values in [{low:.3g}, {high:.3g}]; expected [0, 1]"
-        )
-    return frames
-
-
 def write_clips(
     frames: Tensor, out_dir: Path, formats: Sequence[str], fps: int = 8
 ) -> list[list[Path]]:
@@ -58,17 +41,29 @@ def write_clips(
 
     Returns:
         Per clip, its paths in ``formats`` order.
-
-    Raises:
-        InferenceError: the video writer (``omnifuse.modalities.video.io``) is not installed.
     """
-    try:
-        writer = importlib.import_module("omnifuse.modalities.video.io")
-    except ImportError as err:
-        raise InferenceError(f"writing clips needs omnifuse.modalities.video.io ({err})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for index, clip in enumerate(frames.detach().cpu()):
         paths = [out_dir / f"video_{index:03d}.{fmt}" for fmt in formats]
-        written.append([Path(writer.write_clip(path, clip, fps)) for path in paths])
+        written.append([Path(write_clip(path, clip, fps)) for path in paths])
     return written
+
+
+def clip_files(
+    task: str,
+    predictions: Sequence[Mapping[str, Any]],
+    out_dir: str | Path | None,
+    formats: Sequence[str] = ("mp4", "gif"),
+    fps: int = 8,
+) -> list[dict[str, Any]]:
+    """Write every prediction's ``frames`` ``[T, 3, H, W]`` as clips; per sample its ``files``.
+
+    Raises:
+        InferenceError: no ``out_dir``, or an unknown format.
+    """
+    if out_dir is None:
+        raise InferenceError(f"task {task!r} writes clips; pass an output directory (--out)")
+    clips = torch.stack([p["frames"] for p in predictions])
+    paths = write_clips(clips, Path(out_dir), check_formats(formats), fps)
+    return [{"files": [str(p) for p in row]} for row in paths]
