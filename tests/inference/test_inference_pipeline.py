@@ -175,3 +175,43 @@ def test_generate_video_writes_clips_and_checks_the_contract(tmp_path: Path) -> 
     head.generate = lambda features, **_: torch.full((1, 2, 3, 8, 8), 3.0)  # type: ignore[method-assign]
     with pytest.raises(InferenceError, match=r"head 'generator' generated values in .* \[0, 1\]"):
         pipe.generate_video(["x"], tmp_path / "bad")
+
+
+ROUTES = {
+    "shape": ({"image": "image"}, {"shape"}),
+    "itc": ({"image": "image", "text": "text"}, {"image_embed", "text_embed"}),
+    "itm": ({"image": "image", "text": "text"}, {"itm"}),
+    "mlm": ({"text": "text"}, {"mlm"}),
+    "mim": ({"image": "image"}, {"recon"}),
+    "caption": ({"image": "image"}, {"captioner"}),
+    "asr": ({"audio": "audio"}, {"asr"}),
+    "answer": ({"image": "image", "text": "question"}, {"vqa"}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(ROUTES))
+def test_each_task_predicts_with_its_own_heads_in_one_encoder_pass(
+    pipe: Pipeline, media: dict[str, list[str]], task: str
+) -> None:
+    columns, heads = ROUTES[task]
+    calls: list[str] = []
+    # Decoders run through ``step``, not ``forward``: hook every submodule of a head.
+    hooks = [
+        sub.register_forward_hook(lambda *_, name=f"head:{name}": calls.append(name))
+        for name, head in pipe.model.heads.items()
+        for sub in head.modules()
+    ]
+    hooks += [
+        encoder.register_forward_hook(lambda *_, name=f"encoder:{name}": calls.append(name))
+        for name, encoder in pipe.model.encoders.items()
+    ]
+    try:
+        rows = pipe.predict(task, **{m: media[c] for m, c in columns.items()})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(rows) == len(media["image"])
+    assert {c.removeprefix("head:") for c in calls if c.startswith("head:")} == heads
+    # Batched: each encoder runs once for the whole request, not once per sample.
+    encoders = [c.removeprefix("encoder:") for c in calls if c.startswith("encoder:")]
+    assert sorted(encoders) == sorted(set(encoders)) and set(encoders) <= set(columns)
