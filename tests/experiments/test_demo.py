@@ -3,11 +3,14 @@ fine-tuning, evaluation and the report."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
 from pathlib import Path
 
+import safetensors.torch
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -15,6 +18,7 @@ import omnifuse
 from omnifuse.cli.main import app
 from omnifuse.config import load_config
 from omnifuse.datasets import shapesworld
+from omnifuse.inference import Pipeline
 from omnifuse_experiments.configs import config_path
 from omnifuse_experiments.demo import corpus_command, has_data, shrink_overrides
 from omnifuse_experiments.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
@@ -58,6 +62,31 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         assert re.search(rf"^\| {stage} \| \d+\.\d \|", report, re.M), stage
     assert f"omnifuse train {config_path('demo-finetune')}" in report
     assert f"--judge {out / 'judge'}" in report
+    check_demo_outputs(out)
+
+
+def check_demo_outputs(out: Path) -> None:
+    """Beyond "it ran": fine-tuning started from the pretrained weights, the report's numbers
+    are the evaluator's, and the fine-tuned run serves a prediction for every one of its tasks."""
+    pretrained = safetensors.torch.load_file(out / "pretrain" / "model" / "model.safetensors")
+    finetuned = safetensors.torch.load_file(out / "finetune" / "model" / "model.safetensors")
+    shared = sorted(set(pretrained) & set(finetuned))
+    assert len(shared) > 100  # the encoders and the fusion carry over
+    # Fine-tuning moved the weights it inherited (not a fresh init, not a frozen copy).
+    assert any(not torch.equal(pretrained[k], finetuned[k]) for k in shared)
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    pipe = Pipeline.load(out / "finetune", device="cpu")
+    assert set(metrics["tasks"]) == set(pipe.tasks)
+    assert all(task["samples"] > 0 for task in metrics["tasks"].values()), metrics["tasks"]
+    data = out / "data" / "shapesworld"
+    row = json.loads((data / "val.jsonl").read_text().splitlines()[0])
+    media = {m: [str(data / row[m])] for m in ("image", "audio", "video")}
+    for name in pipe.tasks:
+        reads = pipe.task_inputs(name)
+        text = row["question"] if pipe.task(name).inputs == ("image", "text") else row["text"]
+        raws = {m: media[m] if m != "text" else [text] for m in reads}
+        predictions = pipe.predict(name, None, out / "predictions" / name, **raws)
+        assert len(predictions) == 1 and predictions[0], name
 
 
 def test_demo_run_configs_resolve_by_name_and_follow_data_overrides() -> None:
