@@ -275,6 +275,22 @@ class Task(nn.Module, ABC):
                     state[prefix + new + key[len(prefix + old) :]] = state.pop(key)
 
 
+class LossScoredTask(Task):
+    """A task type evaluated by its own losses (masked modelling): each evaluation batch gives
+    one record of its loss outputs on random masks (the evaluator seeds them), and the scores
+    are their per-sample means."""
+
+    def evaluate_batch(
+        self, model: MultimodalModel, batch: Batch, options: PredictOptions
+    ) -> Evaluated:
+        return Evaluated(loss_record(self, model, batch), [None])
+
+    def score(
+        self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
+    ) -> Scores:
+        return mean_outputs(predictions)
+
+
 def index_inputs(inputs: Mapping[str, Tensor], index: Tensor) -> dict[str, Tensor]:
     """Rows ``index`` of one modality's input dict (every tensor is batch-first).
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Self
+from collections.abc import Mapping
+from typing import NamedTuple, Self
 
 import torch
 from torch import Tensor
@@ -14,15 +14,10 @@ from omnifuse.config.tasks import MaskedModelingTaskConfig
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MaskedReconstruction, frames_to_patches, patchify
 from omnifuse.tasks.base import (
-    Evaluated,
+    LossScoredTask,
     Prediction,
     PredictOptions,
-    ScoreOptions,
-    Scores,
-    Task,
     TaskContext,
-    loss_record,
-    mean_outputs,
     register_task,
 )
 from omnifuse.types import Batch, Inputs
@@ -36,7 +31,7 @@ class Targets(NamedTuple):
 
 
 @register_task
-class MaskedModelingTask(Task):
+class MaskedModelingTask(LossScoredTask):
     """Hide random tokens of one modality and reconstruct them from the rest.
 
     ``objectives.random_masking`` picks ``mask_ratio`` of each sample's valid tokens; the encoder
@@ -147,14 +142,3 @@ class MaskedModelingTask(Task):
             )
             rows.append({"reconstruction_mse": float(out.loss), "masked": int(out.num_masked)})
         return rows
-
-    def evaluate_batch(
-        self, model: MultimodalModel, batch: Batch, options: PredictOptions
-    ) -> Evaluated:
-        """The batch's loss outputs on random masks (seeded by the evaluator)."""
-        return Evaluated(loss_record(self, model, batch), [None])
-
-    def score(
-        self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
-    ) -> Scores:
-        return mean_outputs(predictions)

@@ -7,7 +7,7 @@ and perplexity on seeded random masks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 from torch import Tensor
 
@@ -17,15 +17,10 @@ from omnifuse.modalities.text import TextTokenizer
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives import MaskedLanguageModeling
 from omnifuse.tasks.base import (
-    Evaluated,
+    LossScoredTask,
     Prediction,
     PredictOptions,
-    ScoreOptions,
-    Scores,
-    Task,
     TaskContext,
-    loss_record,
-    mean_outputs,
     register_task,
     text_tokenizer_of,
 )
@@ -33,7 +28,7 @@ from omnifuse.types import Batch, Inputs
 
 
 @register_task
-class MLMTask(Task):
+class MLMTask(LossScoredTask):
     """Mask text tokens (BERT 80/10/10; special tokens never) and predict the originals.
 
     With an ``mlm`` head on ``text``, only the text encoder runs; with one on ``fused``, the other
@@ -109,17 +104,6 @@ class MLMTask(Task):
             fill_row(ids[row], logits[row], self.tokenizer, options.top_k)
             for row in range(ids.shape[0])
         ]
-
-    def evaluate_batch(
-        self, model: MultimodalModel, batch: Batch, options: PredictOptions
-    ) -> Evaluated:
-        """The batch's loss outputs on random masks (seeded by the evaluator)."""
-        return Evaluated(loss_record(self, model, batch), [None])
-
-    def score(
-        self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
-    ) -> Scores:
-        return mean_outputs(predictions)
 
 
 def fill_row(ids: Tensor, logits: Tensor, tokenizer: TextTokenizer, top_k: int) -> Prediction:
