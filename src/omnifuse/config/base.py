@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 MODALITIES = ("audio", "image", "text", "video")
 """The four modality names: encoder keys, manifest input fields, batch input keys."""
 
+FUSED = "fused"
+"""The ``source`` of a head that reads the fusion output (any other source names a modality)."""
+
 
 class StrictModel(BaseModel):
     """Pydantic model that refuses unknown keys and validates on assignment."""

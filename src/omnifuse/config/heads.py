@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from omnifuse.config.base import StrictModel, TransformerDims
+from omnifuse.config.base import FUSED, StrictModel, TransformerDims
 from omnifuse.config.video_generator import VideoGeneratorConfig
 
 
@@ -15,7 +15,7 @@ class ClassificationHeadConfig(StrictModel):
 
     type: Literal["classification"] = "classification"
     num_classes: int = Field(gt=1)
-    source: str = Field(default="fused", description="'fused' or a modality name.")
+    source: str = Field(default=FUSED, description="'fused' or a modality name.")
     hidden_dim: int | None = Field(default=None, gt=0, description="None = a single linear layer.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     pooling: Literal["pooled", "mean"] = Field(
@@ -31,7 +31,7 @@ class ProjectionHeadConfig(StrictModel):
 
     type: Literal["projection"] = "projection"
     dim: int = Field(default=64, gt=0)
-    source: str = Field(default="fused", description="'fused' or a modality name.")
+    source: str = Field(default=FUSED, description="'fused' or a modality name.")
 
 
 class MLMHeadConfig(StrictModel):
@@ -67,7 +67,7 @@ class CaptionDecoderConfig(TransformerDims):
     """
 
     type: Literal["caption_decoder"] = "caption_decoder"
-    source: str = Field(default="fused", description="'fused' or a modality name.")
+    source: str = Field(default=FUSED, description="'fused' or a modality name.")
     max_length: int = Field(
         default=32, gt=1, description="Longest target in tokens (EOS included); position table."
     )

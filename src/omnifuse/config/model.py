@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from omnifuse.config.audio import AudioEncoderConfig
-from omnifuse.config.base import MODALITIES, StrictModel
+from omnifuse.config.base import FUSED, MODALITIES, StrictModel
 from omnifuse.config.fusion import ConcatFusionConfig, FusionConfig
 from omnifuse.config.heads import HeadConfig
 from omnifuse.config.image import ImageEncoderConfig
@@ -41,7 +41,7 @@ class ModelConfig(StrictModel):
                 f"model.encoders is empty: configure at least one of {', '.join(MODALITIES)}"
             )
         for name, head in self.heads.items():
-            if head.source != "fused" and head.source not in present:
+            if head.source != FUSED and head.source not in present:
                 raise ValueError(
                     f"heads.{name}.source={head.source!r} is not a configured encoder; "
                     f"valid choices: 'fused', {', '.join(repr(m) for m in present)}"

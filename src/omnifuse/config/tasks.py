@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PlainValidator, SerializeAsAny
 from pydantic_core import PydanticCustomError
 
-from omnifuse.config.base import StrictModel
+from omnifuse.config.base import FUSED, StrictModel
 from omnifuse.config.data import DataConfig
 from omnifuse.config.model import ModelConfig
 
@@ -82,7 +82,7 @@ class ClassificationTaskConfig(BaseTaskConfig):
 
     def default_inputs(self, model: ModelConfig) -> list[str]:
         """The head's modality, or every configured modality when it reads the fusion."""
-        if self.head in model.heads and _source(model, self.head) != "fused":
+        if self.head in model.heads and _source(model, self.head) != FUSED:
             return [_source(model, self.head)]
         return model.encoders.configured()
 
@@ -138,7 +138,7 @@ class MatchingTaskConfig(BaseTaskConfig):
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
         problems = _pair_problems(name, self, model)
         head = model.heads.get(self.head)
-        if head is not None and head.source != "fused":
+        if head is not None and head.source != FUSED:
             problems.append(
                 f"tasks.{name}.head={self.head!r} reads {head.source!r}; a matching head must "
                 "have source 'fused'"
@@ -372,7 +372,7 @@ def _source_in_inputs(
     if head not in model.heads:
         return []
     source, inputs = _source(model, head), task.resolved_inputs(model)
-    if source != "fused" and source not in inputs:
+    if source != FUSED and source not in inputs:
         return [
             f"tasks.{name}.{field}={head!r} reads {source!r}, which is not among the task's "
             f"inputs {list(inputs)}; add it to tasks.{name}.inputs"

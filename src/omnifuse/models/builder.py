@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from omnifuse.config.base import FUSED
 from omnifuse.config.loader import load_config
 from omnifuse.config.model import ModelConfig
 from omnifuse.modalities.base import Encoder, Processor
@@ -60,7 +61,7 @@ def build_heads(
     """One head per ``config.heads`` entry, given its input width and the build context."""
     heads: dict[str, nn.Module] = {}
     for name, head_cfg in sorted(config.heads.items()):
-        in_dim = fused_dim if head_cfg.source == "fused" else encoders[head_cfg.source].dim
+        in_dim = fused_dim if head_cfg.source == FUSED else encoders[head_cfg.source].dim
         context = HeadContext(in_dim, config, processors)
         heads[name] = head_builder(head_cfg.type)(head_cfg, context)
     return heads

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from omnifuse.config.base import FUSED
 from omnifuse.config.model import ModelConfig
 from omnifuse.fusion.base import FusedOutput, Fusion
 from omnifuse.layers.transformer import set_gradient_checkpointing
 from omnifuse.modalities.base import Encoder, EncoderOutput
-
-FUSED = "fused"
-"""The ``source`` of a head that reads the fusion (any other source names a modality)."""
 
 
 @dataclass
