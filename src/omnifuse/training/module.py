@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from omnifuse.config.training import TrainingConfig
 from omnifuse.data.collate import Batch
 from omnifuse.data.streaming import StreamingLoader, sample_seed
+from omnifuse.distributed import is_distributed, rank, world_size
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives.contrastive import LogitScale
 from omnifuse.tasks.base import Task
@@ -71,14 +72,6 @@ class ValGroup:
 
     tasks: tuple[str, ...]
     loader: StreamingLoader
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
 
 
 def _flat_grad(term: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
@@ -222,7 +215,7 @@ class OmnifuseModule(L.LightningModule):
 
     def _seed_batch(self) -> None:
         """Seed torch/numpy/random from (seed, batch counter, rank): resumable randomness."""
-        seed = sample_seed(self.config.seed, "batch", self.counters.batches, _rank())
+        seed = sample_seed(self.config.seed, "batch", self.counters.batches, rank())
         torch.manual_seed(seed)
         np.random.seed(seed % (1 << 32))
         random.seed(seed)
@@ -231,7 +224,7 @@ class OmnifuseModule(L.LightningModule):
         """Tasks whose term is NaN/Inf on any rank (every rank gets the same answer)."""
         names = list(terms)
         flags = torch.stack([~torch.isfinite(terms[n].detach().float()) for n in names]).float()
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return [n for n, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
 
@@ -290,11 +283,11 @@ class OmnifuseModule(L.LightningModule):
         grads = torch.stack([self._task_grads[t] for t in tasks])  # [T, P]
         used = torch.stack([self._task_used[t] for t in tasks])  # [T, N]
         self._task_grads, self._task_used = {}, {}
-        if _distributed():
+        if is_distributed():
             # Every rank projects the same global per-task gradients: PCGrad of the mean, not the
             # mean of per-rank PCGrads, so it equals single-process PCGrad on the global batch.
             dist.all_reduce(grads)
-            grads /= dist.get_world_size()
+            grads /= world_size()
             used_count = used.to(torch.int32)
             dist.all_reduce(used_count)
             used = used_count > 0
