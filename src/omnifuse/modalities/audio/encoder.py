@@ -79,15 +79,7 @@ class AudioTransformer(Encoder):
         table = sinusoidal_positions(config.max_positions, config.dim)
         self.register_buffer("positions", table, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            norm_first=True,
-            norm_eps=config.norm_eps,
-        )
+        self.transformer = TransformerStack.from_dims(config, norm_eps=config.norm_eps)
         # None until masked modelling needs it, so other models keep their parameter set.
         self.mask_token: nn.Parameter | None
         self.register_parameter("mask_token", None)

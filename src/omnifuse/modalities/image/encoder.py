@@ -62,16 +62,11 @@ class ViT(Encoder):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, config.dim))
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
+        self.blocks = TransformerStack.from_dims(
+            config,
             norm_first=config.norm_first,
             norm_eps=config.norm_eps,
             activation=config.activation,
-            final_norm=config.norm_first,  # post-norm blocks already end in a LayerNorm
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
