@@ -1,4 +1,4 @@
-"""The one distributed helper: single-process answers, and a one-process group is not distributed."""
+"""The one distributed helper: single-process answers; a one-process group is not distributed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def test_single_process_is_not_distributed() -> None:
 
 def test_one_process_group_is_not_distributed(tmp_path: Path) -> None:
     # Initialised but alone: collectives would be identities, so every caller skips them.
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    store = f"file://{tmp_path / 'store'}"
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
     try:
         assert (is_distributed(), rank(), world_size()) == (False, 0, 1)
     finally:
