@@ -16,6 +16,7 @@ from omnifuse.layers.masking import (
     unshuffle_tokens,
 )
 from omnifuse.objectives.captioning import CaptioningLoss
+from omnifuse.objectives.constraints import Constrained, constrain_all_
 from omnifuse.objectives.contrastive import ContrastiveLoss, LogitScale
 from omnifuse.objectives.distributed import gather_features
 from omnifuse.objectives.functional import (
@@ -43,6 +44,7 @@ from omnifuse.objectives.matching import MatchingLoss
 __all__ = [
     "IGNORE_INDEX",
     "CaptioningLoss",
+    "Constrained",
     "ContrastiveLoss",
     "ContrastiveOutput",
     "FramePatches",
@@ -57,6 +59,7 @@ __all__ = [
     "ReconstructionOutput",
     "TeacherForcing",
     "TokenLossOutput",
+    "constrain_all_",
     "contrastive_loss",
     "frames_to_patches",
     "gather_features",

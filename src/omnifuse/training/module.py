@@ -11,7 +11,8 @@ gradient surgery, the NaN policy and accumulation are explicit):
    naming the step, the task(s) and the last good checkpoint; ``skip`` drops the batch;
 5. backward: the sum of the terms; for PCGrad, task by task (forward, then its own gradient);
 6. every ``grad_accumulation`` batches: average, (PCGrad), clip, check the gradient norm,
-   AdamW step, LR schedule step, clamp contrastive logit scales.
+   AdamW step, LR schedule step, then every objective's own parameter constraints
+   (:func:`~omnifuse.objectives.constraints.constrain_all_`, e.g. the logit-scale cap).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from omnifuse.data.collate import Batch
 from omnifuse.data.streaming import StreamingLoader, sample_seed
 from omnifuse.distributed import is_distributed, rank, world_size
 from omnifuse.models.multimodal import MultimodalModel
-from omnifuse.objectives.contrastive import LogitScale
+from omnifuse.objectives.constraints import constrain_all_
 from omnifuse.tasks.base import Task
 from omnifuse.training.data import MultiTaskLoader, StepBatch, task_batch
 from omnifuse.training.optim import NamedParams, build_optimizer, named_trainables
@@ -271,9 +272,7 @@ class OmnifuseModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self._lr = float(self._scheduler().get_last_lr()[0])  # the LR this update used
         self._scheduler().step()
-        for module in self.modules():
-            if isinstance(module, LogitScale):
-                module.clamp_()
+        constrain_all_(self)  # e.g. contrastive logit scales back under their cap
         if norm is not None:
             self._grad_norm = float(norm)
 
