@@ -13,13 +13,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from omnifuse.config import ConfigError
+from omnifuse.cli.errors import CommandError, cli_errors
 from omnifuse.recipes import RECIPES, run_recipe
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
+@cli_errors
 def recipe(
     name: Annotated[str, typer.Argument(help=f"Recipe: {', '.join(RECIPES)}.")],
     overrides: Annotated[
@@ -44,16 +44,8 @@ def recipe(
     chance levels, wall times with the load average).
     """
     if name not in RECIPES:
-        err.print(
-            f"[bold red]error:[/] unknown recipe {name!r}; valid choices: {', '.join(RECIPES)}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        raise CommandError(f"unknown recipe {name!r}; valid choices: {', '.join(RECIPES)}")
     target = out_dir if out_dir is not None else Path("runs/recipes") / name
-    try:
-        results = run_recipe(name, target, quick=quick, overrides=overrides or [])
-    except (ConfigError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    results = run_recipe(name, target, quick=quick, overrides=overrides or [])
     out.print_json(json.dumps({k: v for k, v in results.items() if k != "timing"}))
     out.print(f"wrote {target / 'results.json'}")

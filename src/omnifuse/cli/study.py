@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from omnifuse.cli.errors import CommandError, cli_errors
 from omnifuse.studies import STUDIES, run_study
 
-err = Console(stderr=True)
 
-
+@cli_errors
 def study(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STUDIES)}.")],
     out_dir: Annotated[
@@ -29,12 +27,7 @@ def study(
     """Run study NAME (fusion | multitask | robustness): train its variants on shapesworld,
     evaluate them and write a table and a plot."""
     if name not in STUDIES:
-        err.print(
-            f"[bold red]error:[/] unknown study {escape(repr(name))}; valid choices: "
-            f"{', '.join(STUDIES)}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        raise CommandError(f"unknown study {name!r}; valid choices: {', '.join(STUDIES)}")
     summary = run_study(name, out_dir / name, quick=quick, write_docs=docs and not quick)
     typer.echo(f"{name}: {len(summary['results'])} runs in {summary['wall_s'] / 60:.1f} min")
     typer.echo(f"results: {out_dir / name / (name + '.json')}")
