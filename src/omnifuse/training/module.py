@@ -9,8 +9,10 @@ gradient surgery, the NaN policy and accumulation are explicit):
 3. weight them (fixed or uncertainty) -> one term per task;
 4. if a term is not finite (on any rank): ``on_nan=stop`` raises :class:`NonFiniteLossError`
    naming the step, the task(s) and the last good checkpoint; ``skip`` drops the batch;
-5. backward: the sum of the terms; for PCGrad, task by task (forward, then its own gradient);
-6. every ``grad_accumulation`` batches: average, (PCGrad), clip, check the gradient norm,
+5. backward through the :class:`~omnifuse.training.gradients.GradientStrategy`: the sum of the
+   terms (joint), or task by task (PCGrad: forward, then that task's own gradient);
+6. every ``grad_accumulation`` batches: the strategy combines the window's gradients (PCGrad
+   surgery), then average, clip, check the gradient norm,
    AdamW step, LR schedule step, then every objective's own parameter constraints
    (:func:`~omnifuse.objectives.constraints.constrain_all_`, e.g. the logit-scale cap).
 """
