@@ -13,6 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The masking utilities moved to omnifuse.layers.masking (encoders use them too); these names keep
+# working from here for code written against the old location.
+from omnifuse.layers.masking import FramePatches as FramePatches
+from omnifuse.layers.masking import RandomMasking as RandomMasking
+from omnifuse.layers.masking import frames_to_patches as frames_to_patches
+from omnifuse.layers.masking import patchify as patchify
+from omnifuse.layers.masking import random_masking as random_masking
+from omnifuse.layers.masking import take_tokens as take_tokens
+from omnifuse.layers.masking import unpatchify as unpatchify
+from omnifuse.layers.masking import unshuffle_tokens as unshuffle_tokens
+
 IGNORE_INDEX = -100
 """Label value that token losses skip (``F.cross_entropy``'s default ``ignore_index``)."""
 
