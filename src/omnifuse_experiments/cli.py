@@ -13,14 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from omnifuse.config import ConfigError
+from omnifuse.cli.errors import CommandError, cli_errors
 from omnifuse_experiments.recipes import RECIPES, run_recipe
 from omnifuse_experiments.studies import STUDIES, run_study
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 ResultsFileOpt = Annotated[
     Path | None,
@@ -32,6 +30,7 @@ ResultsFileOpt = Annotated[
 ]
 
 
+@cli_errors
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo run.")] = Path(
         "runs/demo"
@@ -39,15 +38,15 @@ def demo(
     quick: Annotated[bool, typer.Option(help="Smaller data and model for CI.")] = False,
 ) -> None:
     """The main job: ShapesWorld, pretraining, six-family fine-tuning, evaluation, report.md."""
-    # Imported here, not at module top: omnifuse.cli.main imports this module while it mounts
-    # the plugin commands, and the demo's stack (training, evaluation) is slow to import.
-    from omnifuse.cli.main import user_errors
+    # Imported here, not at module top: the demo's stack (training, evaluation) is slow to
+    # import, and `omnifuse --help` mounts this module.
     from omnifuse_experiments.demo import run_demo
 
-    summary: dict[str, Any] = user_errors(run_demo)(out_dir, quick=quick)
+    summary: dict[str, Any] = run_demo(out_dir, quick=quick)
     out.print_json(json.dumps(summary))
 
 
+@cli_errors
 def study(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STUDIES)}.")],
     out_dir: Annotated[
@@ -61,18 +60,14 @@ def study(
     """Run study NAME (fusion | multitask | robustness): train its variants on shapesworld,
     evaluate them and write a table and a plot (into --results-file and images/ beside it)."""
     if name not in STUDIES:
-        err.print(
-            f"[bold red]error:[/] unknown study {escape(repr(name))}; valid choices: "
-            f"{', '.join(STUDIES)}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        raise CommandError(f"unknown study {name!r}; valid choices: {', '.join(STUDIES)}")
     target = out_dir / name
     summary = run_study(name, target, quick=quick, results_file=results_file)
     typer.echo(f"{name}: {len(summary['results'])} runs in {summary['wall_s'] / 60:.1f} min")
     typer.echo(f"results: {target / (name + '.json')}")
 
 
+@cli_errors
 def recipe(
     name: Annotated[str, typer.Argument(help=f"Recipe: {', '.join(RECIPES)}.")],
     overrides: Annotated[
@@ -97,17 +92,9 @@ def recipe(
     chance levels, wall times with the load average).
     """
     if name not in RECIPES:
-        err.print(
-            f"[bold red]error:[/] unknown recipe {name!r}; valid choices: {', '.join(RECIPES)}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        raise CommandError(f"unknown recipe {name!r}; valid choices: {', '.join(RECIPES)}")
     target = out_dir if out_dir is not None else Path("runs/recipes") / name
     options: dict[str, Any] = {"overrides": overrides or [], "results_file": results_file}
-    try:
-        results = run_recipe(name, target, quick=quick, **options)
-    except (ConfigError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    results = run_recipe(name, target, quick=quick, **options)
     out.print_json(json.dumps({k: v for k, v in results.items() if k != "timing"}))
     out.print(f"wrote {target / 'results.json'}")

@@ -48,7 +48,7 @@ def test_logit_scale_init_and_clamp() -> None:
     with torch.no_grad():
         scale.log_scale.fill_(math.log(1000.0))
     assert scale().item() == pytest.approx(100.0)
-    scale.clamp_()
+    scale.constrain_()
     assert scale.log_scale.item() == pytest.approx(math.log(100.0))
     assert LogitScale(0.07, max_scale=None, learnable=False).log_scale.requires_grad is False
     with pytest.raises(ValueError, match="max_scale 5"):
@@ -72,7 +72,7 @@ def test_contrastive_loss_can_be_minimised() -> None:
         out = objective(a, b)
         out.loss.backward()
         optimiser.step()
-        objective.logit_scale.clamp_()
+        objective.logit_scale.constrain_()
     assert out.loss.item() < first / 5
     assert out.accuracy.item() == 1.0
     assert abs(objective.logit_scale().item() - 1 / 0.07) > 0.5  # the temperature was learned

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,31 @@ def test_bf16_accumulation_and_warmup(run_config: Callable[..., RunConfig], tmp_
     assert float(rows[1]["train/lr"]) == pytest.approx(1e-3)
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert kept == ["last.ckpt", "step-000002.ckpt"]  # keep=1: step 1 pruned
+
+
+class _PushScalePastCap(L.Callback):
+    """Moves the contrastive log scale past its cap just before each optimiser step, then
+    records the value the step leaves behind."""
+
+    def __init__(self) -> None:
+        self.after: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: Any, optimizer: Any) -> None:
+        with torch.no_grad():
+            pl_module.tasks["itc"].objective.logit_scale.log_scale.fill_(10.0)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.after.append(float(pl_module.tasks["itc"].objective.logit_scale.log_scale))
+
+
+def test_the_training_step_applies_objective_constraints(
+    run_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    itc = {**CONTRASTIVE, "temperature": 0.1, "max_logit_scale": 20.0}
+    probe = _PushScalePastCap()
+    train(
+        run_config("training.max_steps=2", tasks={"itc": itc}), tmp_path / "run", callbacks=[probe]
+    )
+    assert probe.after == pytest.approx([math.log(20.0)] * 2, abs=1e-6)

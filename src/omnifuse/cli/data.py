@@ -7,27 +7,23 @@ manifest is malformed); 2 a usage mistake (unknown name, missing path, bad optio
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from omnifuse.data.card import CardError
+from omnifuse.cli.errors import CommandError, cli_errors
 from omnifuse.data.check import CheckReport, check_path
 from omnifuse.data.corpus import write_corpus
-from omnifuse.data.importers import DatasetImportError, ImportOptions, import_dataset
-from omnifuse.data.manifest import ManifestError, Problem
+from omnifuse.data.importers import ImportOptions, import_dataset
+from omnifuse.data.manifest import Problem
 from omnifuse.data.shards import write_shards
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     name="data",
@@ -39,9 +35,6 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DATA_ERRORS = (ManifestError, DatasetImportError, CardError)
-"""Problems in the data itself: exit status 1."""
-
 
 class ImportFormat(StrEnum):
     """Source layouts ``omnifuse data import`` understands."""
@@ -51,26 +44,6 @@ class ImportFormat(StrEnum):
     librispeech = "librispeech"
     audio_csv = "audio-csv"
     video_csv = "video-csv"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Data problems -> message + exit 1; usage mistakes -> message + exit 2; no tracebacks."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DATA_ERRORS as exc:
-            raise _fail(str(exc), 1) from None
-        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as exc:
-            raise _fail(str(exc).strip("'\""), 2) from None
-
-    return wrapper
 
 
 @contextmanager
@@ -86,7 +59,7 @@ def _progress(label: str, total: int | None, enabled: bool = True) -> Iterator[C
 
 
 @app.command("make")
-@clean_errors
+@cli_errors
 def make(
     name: Annotated[
         str, typer.Argument(help="Built-in dataset name (see `omnifuse data make --help`).")
@@ -105,13 +78,13 @@ def make(
         raise ValueError(f"unknown built-in dataset {name!r}; valid choices: {', '.join(names)}")
     try:
         card = builtin.make(name, out_dir, size=size, seed=seed, progress=True)
-    except builtin.MissingResourceError as exc:
-        raise _fail(str(exc), 2) from None
+    except builtin.MissingResourceError as exc:  # a system package to install: usage, exit 2
+        raise CommandError(str(exc)) from None
     out.print(f"[green]wrote[/] {name} to {out_dir} (card: {card})")
 
 
 @app.command("import")
-@clean_errors
+@cli_errors
 def import_(
     fmt: Annotated[ImportFormat, typer.Argument(metavar="FORMAT", help="Source layout.")],
     src: Annotated[Path, typer.Argument(help="Captions JSON, CSV file or source directory.")],
@@ -138,7 +111,7 @@ def import_(
 
 
 @app.command("shard")
-@clean_errors
+@cli_errors
 def shard(
     manifest: Annotated[Path, typer.Argument(help="JSONL manifest to pack.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output shard directory.")],
@@ -155,7 +128,7 @@ def shard(
 
 
 @app.command("corpus")
-@clean_errors
+@cli_errors
 def corpus(
     manifest: Annotated[Path, typer.Argument(help="JSONL manifest to read.")],
     out_file: Annotated[Path, typer.Option("--out", help="Text file to write.")],
@@ -170,7 +143,7 @@ def corpus(
 
 
 @app.command("check")
-@clean_errors
+@cli_errors
 def check(
     path: Annotated[
         Path, typer.Argument(help="A manifest (.jsonl), a shard dir or a dataset dir.")

@@ -12,13 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from omnifuse.cli.predict import BeamOpt, DeviceOpt, RunDirArg, StrategyOpt, inference_errors
+from omnifuse.cli.errors import cli_errors
+from omnifuse.cli.predict import BeamOpt, DeviceOpt, RunDirArg, StrategyOpt
 from omnifuse.inference.options import DecodingOptions
 
 out = Console(soft_wrap=True)
 
 
-@inference_errors
+@cli_errors
 def evaluate(
     run_dir: RunDirArg,
     data: Annotated[

@@ -1,31 +1,26 @@
 """The ``omnifuse`` command line. Each command is a typed function; its docstring is its help.
 
-User mistakes (bad config, missing file) print one clear message and exit with status 2.
+Every command is wrapped by :func:`omnifuse.cli.errors.cli_errors`: user mistakes (bad config,
+missing file) print one clear message and exit with status 2, broken data with status 1.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
 from omnifuse.cli.data import app as data_app
+from omnifuse.cli.errors import cli_errors
 from omnifuse.cli.evaluate import evaluate as eval_command
 from omnifuse.cli.plugins import add_plugin_commands
 from omnifuse.cli.predict import predict as predict_command
 from omnifuse.cli.train import train as train_command
-from omnifuse.config import ConfigError, dump_config, list_presets, load_config
-from omnifuse.modalities.base import MediaError
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from omnifuse.config import dump_config, list_presets, load_config
 
 app = typer.Typer(
     name="omnifuse",
@@ -44,7 +39,6 @@ app.command("eval")(eval_command)
 app.command("train")(train_command)
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
 
 ConfigArg = Annotated[str, typer.Argument(help="YAML config file or preset name.")]
 OverridesArg = Annotated[
@@ -52,22 +46,8 @@ OverridesArg = Annotated[
 ]
 
 
-def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn user mistakes into a red message and exit status 2 (never a traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, MediaError, FileNotFoundError) as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 @config_app.command("validate")
-@user_errors
+@cli_errors
 def config_validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Validate CONFIG (+ overrides); exit 0 if valid, 2 with the problems otherwise."""
     run = load_config(config, overrides or [])
@@ -79,13 +59,14 @@ def config_validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 
 @config_app.command("show")
-@user_errors
+@cli_errors
 def config_show(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Print the fully resolved config (defaults filled in, overrides applied) as YAML."""
     print(dump_config(load_config(config, overrides or [])), end="")
 
 
 @config_app.command("docs")
+@cli_errors
 def config_docs() -> None:
     """Print the Markdown reference of every config field (the source of docs/config.md)."""
     from omnifuse.config.docs import render_config_docs
@@ -94,6 +75,7 @@ def config_docs() -> None:
 
 
 @app.command("info")
+@cli_errors
 def info() -> None:
     """List registered encoders, fusions, heads and presets."""
     from omnifuse.registry import list_encoders, list_fusions, list_heads
@@ -113,7 +95,7 @@ def info() -> None:
 
 
 @model_app.command("summary")
-@user_errors
+@cli_errors
 def model_summary(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Build the model of CONFIG and print parameter counts per component."""
     from omnifuse.models import create_model
@@ -131,7 +113,7 @@ def model_summary(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 
 @model_app.command("init")
-@user_errors
+@cli_errors
 def model_init(
     config: ConfigArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the model to.")],

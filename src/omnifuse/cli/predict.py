@@ -5,28 +5,14 @@ The command function is typed; the lead mounts it with ``app.command("predict")(
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from omnifuse.config.loader import ConfigError
-from omnifuse.data.card import CardError
-from omnifuse.data.decode import TooManyBadSamples
-from omnifuse.data.manifest import ManifestError
-from omnifuse.inference.options import STRATEGIES, DecodingOptions, InferenceError
-from omnifuse.modalities.base import MediaError
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-err = Console(stderr=True, soft_wrap=True)
-DATA_ERRORS = (CardError, ManifestError, TooManyBadSamples)
+from omnifuse.cli.errors import cli_errors
+from omnifuse.inference.options import STRATEGIES, DecodingOptions
 
 RunDirArg = Annotated[
     Path, typer.Argument(help="Run directory (from `omnifuse train`) or model directory.")
@@ -34,25 +20,6 @@ RunDirArg = Annotated[
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if any).")
 ]
-
-
-def inference_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """User mistakes (bad run dir, input, option, config) -> a red message and exit status 2;
-    broken data (manifest, card, too many unreadable samples) -> exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DATA_ERRORS as exc:  # broken data, not a usage mistake: exit 1 as `omnifuse data`
-            err.print(f"[bold red]data error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(1) from None
-        except (InferenceError, ConfigError, MediaError, FileNotFoundError) as exc:
-            # Escaped: messages quote shapes and lists ("[B, T, 3, H, W]") that are not markup.
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 TaskOpt = Annotated[
@@ -75,7 +42,7 @@ MaxLengthOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed (nucleus).")]
 
 
-@inference_errors
+@cli_errors
 def predict(
     run_dir: RunDirArg,
     task: TaskOpt = None,

@@ -14,19 +14,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from omnifuse.cli.errors import cli_errors
 from omnifuse.config import ConfigError, load_config
-from omnifuse.data.card import CardError
-from omnifuse.data.decode import TooManyBadSamples
-from omnifuse.data.manifest import ManifestError
-from omnifuse.modalities.base import MediaError
-
-DATA_ERRORS = (CardError, ManifestError, TooManyBadSamples)
-"""Problems in the data itself (exit 1, as ``omnifuse data`` does)."""
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
+@cli_errors
 def train(
     config: Annotated[str, typer.Argument(help="YAML run config or preset name.")],
     overrides: Annotated[
@@ -42,23 +36,12 @@ def train(
     ] = False,
 ) -> None:
     """Train CONFIG's model on its tasks: checkpoints, metrics and the final model in RUN_DIR."""
-    from omnifuse.training import NonFiniteLossError
     from omnifuse.training import train as run_training
 
-    try:
-        run = load_config(config, overrides or [])
-        if resume and run_dir is None:
-            raise ConfigError(["--resume needs --run-dir (the run to continue)"])
-        result = run_training(run, run_dir, resume)
-    except DATA_ERRORS as exc:
-        err.print(f"[bold red]data error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except (ConfigError, MediaError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    except NonFiniteLossError as exc:
-        err.print(f"[bold red]training stopped:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    run = load_config(config, overrides or [])
+    if resume and run_dir is None:
+        raise ConfigError(["--resume needs --run-dir (the run to continue)"])
+    result = run_training(run, run_dir, resume)
     if result.model_dir is not None:
         out.print(
             f"[green]trained[/] {result.steps} steps ({result.samples_per_s:.1f} samples/s, "

@@ -13,13 +13,14 @@ from typing import Any
 
 import lightning as L
 
+from omnifuse import distributed
 from omnifuse.config.data import DataConfig
 from omnifuse.config.model import ModelConfig
 from omnifuse.data.card import DatasetCard, card_for_manifests, read_card
 from omnifuse.data.collate import TargetField, target_fields
 from omnifuse.data.decode import MEDIA_CACHE, BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import open_source, source_card
-from omnifuse.data.streaming import StreamingDataset, StreamingLoader, distributed_rank
+from omnifuse.data.streaming import StreamingDataset, StreamingLoader
 from omnifuse.modalities.base import Processor
 from omnifuse.registry import build_processors
 
@@ -62,7 +63,7 @@ def build_loader(
     ``train`` turns on shuffling, augmentation (if ``data.augment``), ``drop_last`` and, under
     DDP, equal batch counts per rank.
     """
-    world = distributed_rank()[1] if world_size is None else world_size
+    world = distributed.world_size() if world_size is None else world_size
     if data.cache_mb > 0:
         MEDIA_CACHE.reserve(data.cache_mb * 2**20)
     dataset = StreamingDataset(

@@ -28,9 +28,9 @@ from itertools import chain, islice
 from typing import Any, TypeVar
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from omnifuse import distributed
 from omnifuse.data.collate import LoadedSample, collate_samples
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
@@ -256,13 +256,6 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def distributed_rank() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, or ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class StreamingLoader:
     """An iterable of :class:`Batch` es over a :class:`StreamingDataset`, with exact mid-epoch
     resume through ``state_dict()``/``load_state_dict()``.
@@ -309,10 +302,9 @@ class StreamingLoader:
         return max(1, self.num_workers)
 
     def _ranks(self) -> tuple[int, int]:
-        rank, world = distributed_rank()
         return (
-            rank if self._rank is None else self._rank,
-            world if self._world is None else self._world,
+            distributed.rank() if self._rank is None else self._rank,
+            distributed.world_size() if self._world is None else self._world,
         )
 
     def __len__(self) -> int:

@@ -50,9 +50,7 @@ class ConcatFusion(Fusion):
         super().__init__(input_dims, config.dim)
         self.modality_embed = ModalityEmbedding(self.modalities, config.dim)
         self.cls_token = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02)
-        self.transformer = TransformerStack(
-            config.dim, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
-        )
+        self.transformer = TransformerStack.from_dims(config)
 
     def forward(self, encoded: Mapping[str, EncoderOutput]) -> FusedOutput:
         """Fuse any non-empty subset of the configured modalities (see the class docstring)."""

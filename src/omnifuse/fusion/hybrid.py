@@ -150,14 +150,7 @@ class ResamplerFusion(Fusion):
         super().__init__(input_dims, config.dim)
         self.modality_embed = ModalityEmbedding(self.modalities, config.dim)
         self.latents = nn.Parameter(torch.randn(config.num_queries, config.dim) * 0.02)
-        self.resampler = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            cross_attention=True,
-        )
+        self.resampler = TransformerStack.from_dims(config, cross_attention=True)
 
     def forward(self, encoded: Mapping[str, EncoderOutput]) -> FusedOutput:
         """Fuse any non-empty subset of the configured modalities (see the class docstring)."""

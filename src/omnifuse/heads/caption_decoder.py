@@ -55,15 +55,8 @@ class CaptionDecoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(config.max_length, config.dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.decoder = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            cross_attention=True,
-            context_dim=context_dim,
-            norm_eps=config.norm_eps,
+        self.decoder = TransformerStack.from_dims(
+            config, cross_attention=True, context_dim=context_dim, norm_eps=config.norm_eps
         )
         self.lm_head = nn.Linear(config.dim, vocab_size, bias=False)
         if config.tie_embeddings:

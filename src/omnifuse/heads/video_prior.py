@@ -70,15 +70,8 @@ class VideoPrior(nn.Module):
         for table in (self.time_embed, self.row_embed, self.col_embed):
             nn.init.trunc_normal_(table, std=0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.decoder = TransformerStack(
-            dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            cross_attention=True,
-            context_dim=context_dim,
-            norm_eps=config.norm_eps,
+        self.decoder = TransformerStack.from_dims(
+            config, cross_attention=True, context_dim=context_dim, norm_eps=config.norm_eps
         )
         self.head = nn.Linear(dim, codebook_size)
 

@@ -3,6 +3,7 @@
 from omnifuse.layers.attention import KVCache, MultiHeadAttention
 from omnifuse.layers.transformer import (
     MLP,
+    StackDims,
     TransformerBlock,
     TransformerStack,
     masked_mean,
@@ -13,6 +14,7 @@ __all__ = [
     "MLP",
     "KVCache",
     "MultiHeadAttention",
+    "StackDims",
     "TransformerBlock",
     "TransformerStack",
     "masked_mean",

@@ -8,7 +8,7 @@ decoders with a KV cache.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +129,26 @@ class TransformerBlock(nn.Module):
         return self._residual(x, self.mlp_norm, self.mlp)
 
 
+class StackDims(Protocol):
+    """The width/depth fields a config section gives a :class:`TransformerStack`
+    (``config.base.TransformerDims`` and its subclasses satisfy it)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+    @property
+    def num_heads(self) -> int: ...
+
+    @property
+    def mlp_ratio(self) -> float: ...
+
+    @property
+    def dropout(self) -> float: ...
+
+
 class TransformerStack(nn.Module):
     """A stack of :class:`TransformerBlock` with an optional final LayerNorm.
 
@@ -168,6 +188,42 @@ class TransformerStack(nn.Module):
         )
         self.norm: nn.Module = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
         self.gradient_checkpointing = False
+
+    @classmethod
+    def from_dims(
+        cls,
+        dims: StackDims,
+        *,
+        cross_attention: bool = False,
+        context_dim: int | None = None,
+        norm_first: bool = True,
+        norm_eps: float = 1e-5,
+        activation: Activation = "gelu",
+    ) -> TransformerStack:
+        """The stack a config section describes (width, depth, heads, MLP ratio, dropout).
+
+        A post-norm stack (``norm_first=False``) gets no final LayerNorm: its blocks already end
+        in one. Building through here or the constructor gives the same parameters, names and
+        seeded initialisation.
+
+        Args:
+            dims: the config section.
+            cross_attention, context_dim, norm_first, norm_eps, activation: as in
+                :class:`TransformerBlock`.
+        """
+        return cls(
+            dims.dim,
+            dims.num_layers,
+            dims.num_heads,
+            dims.mlp_ratio,
+            dims.dropout,
+            cross_attention=cross_attention,
+            context_dim=context_dim,
+            norm_first=norm_first,
+            norm_eps=norm_eps,
+            activation=activation,
+            final_norm=norm_first,
+        )
 
     def new_cache(self) -> list[tuple[KVCache, KVCache]]:
         """Fresh per-layer (self, cross) caches for incremental decoding."""

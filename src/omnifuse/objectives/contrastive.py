@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +24,9 @@ class LogitScale(nn.Module):
     """``1 / temperature`` stored as a log, as in CLIP: ``exp(log_scale)`` capped at ``max_scale``.
 
     The cap applies to the value returned, so the scale never exceeds ``max_scale``. While the
-    parameter sits above the cap its gradient is zero; call :meth:`clamp_` after each optimiser
-    step (as CLIP does) to keep it at the cap, where gradients still flow.
+    parameter sits above the cap its gradient is zero, so the module is
+    :class:`~omnifuse.objectives.constraints.Constrained`: the trainer calls :meth:`constrain_`
+    after each optimiser step (as CLIP clamps), keeping it at the cap, where gradients still flow.
 
     Args:
         temperature: initial temperature (CLIP: 0.07, i.e. a scale of about 14.3).
@@ -56,10 +58,15 @@ class LogitScale(nn.Module):
         return scale if self.max_scale is None else scale.clamp(max=self.max_scale)
 
     @torch.no_grad()
-    def clamp_(self) -> None:
+    def constrain_(self) -> None:
         """Cap the stored log scale in place at ``log(max_scale)``."""
         if self.max_scale is not None:
             self.log_scale.clamp_(max=math.log(self.max_scale))
+
+    def clamp_(self) -> None:
+        """Deprecated name of :meth:`constrain_`."""
+        warnings.warn("LogitScale.clamp_() is now constrain_()", FutureWarning, stacklevel=2)
+        self.constrain_()
 
 
 class ContrastiveLoss(nn.Module):

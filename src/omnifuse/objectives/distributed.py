@@ -18,21 +18,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["batch_offset", "gather_features", "gather_sizes", "is_distributed", "world_info"]
+from omnifuse.distributed import Group, is_distributed, rank, world_size
 
-Group = Any  # torch.distributed.ProcessGroup; Any keeps the signature usable without dist built
-
-
-def is_distributed(group: Group | None = None) -> bool:
-    """True when ``torch.distributed`` is initialised with more than one process in ``group``."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
-
-
-def world_info(group: Group | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` in ``group``; ``(0, 1)`` outside a distributed run."""
-    if not is_distributed(group):
-        return 0, 1
-    return dist.get_rank(group), dist.get_world_size(group)
+# Group and is_distributed are re-exported: tasks import them from here with the gather.
+__all__ = ["Group", "batch_offset", "gather_features", "gather_sizes", "is_distributed"]
 
 
 def gather_sizes(size: int, device: torch.device, group: Group | None = None) -> list[int]:
@@ -46,15 +35,14 @@ def gather_sizes(size: int, device: torch.device, group: Group | None = None) ->
     if not is_distributed(group):
         return [size]
     local = torch.tensor([size], device=device, dtype=torch.long)
-    sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size(group))]
+    sizes = [torch.zeros_like(local) for _ in range(world_size(group))]
     dist.all_gather(sizes, local, group=group)
     return [int(s.item()) for s in sizes]
 
 
 def batch_offset(sizes: list[int], group: Group | None = None) -> int:
     """Row where this rank's batch starts in the gathered batch: the sum of lower ranks' sizes."""
-    rank, _ = world_info(group)
-    return sum(sizes[:rank])
+    return sum(sizes[: rank(group)])
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -68,13 +56,12 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, features: Tensor, sizes: list[int], group: Group | None) -> Tensor:
-        rank, world = world_info(group)
-        ctx.group, ctx.sizes, ctx.rank = group, sizes, rank
+        ctx.group, ctx.sizes, ctx.rank = group, sizes, rank(group)
         longest = max(sizes)
         # all_gather needs equal shapes: pad to the longest batch, then drop the padding rows.
         padded = features.new_zeros((longest, *features.shape[1:]))
         padded[: features.shape[0]] = features
-        buffers = [torch.empty_like(padded) for _ in range(world)]
+        buffers = [torch.empty_like(padded) for _ in range(world_size(group))]
         dist.all_gather(buffers, padded.contiguous(), group=group)
         return torch.cat([buf[:n] for buf, n in zip(buffers, sizes, strict=True)])
 
@@ -106,9 +93,9 @@ def gather_features(
         return features
     if sizes is None:
         sizes = gather_sizes(features.shape[0], features.device, group)
-    if sizes[world_info(group)[0]] != features.shape[0]:
+    if sizes[rank(group)] != features.shape[0]:
         raise ValueError(
-            f"sizes {sizes} give this rank {sizes[world_info(group)[0]]} rows, "
+            f"sizes {sizes} give this rank {sizes[rank(group)]} rows, "
             f"but features has {features.shape[0]}"
         )
     # Function.apply is untyped in torch's stubs.

@@ -7,15 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from omnifuse.layers.masking import RandomMasking, random_masking
 from omnifuse.objectives.functional import (
     MaskedTokens,
-    RandomMasking,
     ReconstructionOutput,
     TokenLossOutput,
     mae_loss,
     mask_tokens,
     mlm_loss,
-    random_masking,
 )
 
 __all__ = ["MaskedLanguageModeling", "MaskedReconstruction"]
@@ -67,8 +66,8 @@ class MaskedLanguageModeling(nn.Module):
 class MaskedReconstruction(nn.Module):
     """MAE objective: hide tokens with :meth:`mask`, score reconstructions of the hidden ones.
 
-    Targets come from :func:`~omnifuse.objectives.functional.patchify` (images) or
-    :func:`~omnifuse.objectives.functional.frames_to_patches` (audio features).
+    Targets come from :func:`~omnifuse.layers.masking.patchify` (images) or
+    :func:`~omnifuse.layers.masking.frames_to_patches` (audio features).
 
     Args:
         mask_ratio: share of valid tokens hidden, in ``[0, 1)`` (MAE: 0.75 for images).

@@ -133,7 +133,7 @@ class ContrastiveTask(Task):
     def loss(self, model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
         """Returns ``loss``, ``{a}_to_{b}_accuracy``, ``{b}_to_{a}_accuracy``, ``logit_scale``."""
         # Keep the stored scale at the cap, where (unlike above it) gradients still flow.
-        self.objective.logit_scale.clamp_()
+        self.objective.logit_scale.constrain_()
         inputs = paired_inputs(self, batch, self.a, self.b)
         pair = embed_pair(model, inputs, self.a, self.b, self.head_a, self.head_b)
         out = self.objective(pair.embed_a, pair.embed_b)

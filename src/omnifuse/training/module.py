@@ -9,9 +9,12 @@ gradient surgery, the NaN policy and accumulation are explicit):
 3. weight them (fixed or uncertainty) -> one term per task;
 4. if a term is not finite (on any rank): ``on_nan=stop`` raises :class:`NonFiniteLossError`
    naming the step, the task(s) and the last good checkpoint; ``skip`` drops the batch;
-5. backward: the sum of the terms; for PCGrad, task by task (forward, then its own gradient);
-6. every ``grad_accumulation`` batches: average, (PCGrad), clip, check the gradient norm,
-   AdamW step, LR schedule step, clamp contrastive logit scales.
+5. backward through the :class:`~omnifuse.training.gradients.GradientStrategy`: the sum of the
+   terms (joint), or task by task (PCGrad: forward, then that task's own gradient);
+6. every ``grad_accumulation`` batches: the strategy combines the window's gradients (PCGrad
+   surgery), then average, clip, check the gradient norm,
+   AdamW step, LR schedule step, then every objective's own parameter constraints
+   (:func:`~omnifuse.objectives.constraints.constrain_all_`, e.g. the logit-scale cap).
 """
 
 from __future__ import annotations
@@ -31,17 +34,16 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from omnifuse.config.training import TrainingConfig
 from omnifuse.data.streaming import StreamingLoader, sample_seed
+from omnifuse.distributed import is_distributed, rank
 from omnifuse.models.multimodal import MultimodalModel
-from omnifuse.objectives.contrastive import LogitScale
+from omnifuse.objectives.constraints import constrain_all_
 from omnifuse.tasks.base import Task
 from omnifuse.training.data import MultiTaskLoader, StepBatch, task_batch
+from omnifuse.training.gradients import Outputs, build_gradient_strategy
 from omnifuse.training.optim import NamedParams, build_optimizer, named_trainables
 from omnifuse.training.schedule import build_scheduler
-from omnifuse.training.weighting import build_weighting, surgery
+from omnifuse.training.weighting import build_weighting
 from omnifuse.types import Batch
-
-Outputs = dict[str, dict[str, Tensor]]
-"""Task -> what its forward returned (``loss``, ``*_loss``, metrics)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,26 +73,6 @@ class ValGroup:
 
     tasks: tuple[str, ...]
     loader: StreamingLoader
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
-def _flat_grad(term: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
-    """``d term / d params`` flattened (``[P]``, zeros where unused) and ``[N]`` used flags."""
-    grads = torch.autograd.grad(term, params, allow_unused=True)
-    flat = torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).reshape(-1)
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )
-    return flat, torch.tensor([g is not None for g in grads], device=flat.device)
 
 
 class OmnifuseModule(L.LightningModule):
@@ -131,9 +113,7 @@ class OmnifuseModule(L.LightningModule):
         self._window_metrics: dict[str, list[float]] = {}
         self._grad_norm: float | None = None
         self._lr: float | None = None
-        self.pcgrad = config.multitask.gradient == "pcgrad"
-        self._task_grads: dict[str, Tensor] = {}
-        self._task_used: dict[str, Tensor] = {}
+        self.gradients = build_gradient_strategy(config)
 
     # --- parameters and optimisation -------------------------------------------------------
 
@@ -172,8 +152,7 @@ class OmnifuseModule(L.LightningModule):
         """One batch of the current accumulation window (see the module docstring)."""
         self.step_metrics = {}
         self._seed_batch()
-        forward_backward = self._pcgrad_batch if self.pcgrad else self._joint_batch
-        outputs, terms, bad = forward_backward(batch)
+        outputs, terms, bad = self.gradients.backward_batch(self, batch, self._trainable())
         if bad:
             self._on_nonfinite("loss", {t: float(terms[t]) for t in bad})
         else:
@@ -185,53 +164,25 @@ class OmnifuseModule(L.LightningModule):
             self._optimizer_step()
             self._publish()
 
-    def _joint_batch(self, batch: StepBatch) -> tuple[Outputs, dict[str, Tensor], list[str]]:
-        """Every task's forward, then one backward of the summed terms (unless one is bad).
-
-        Returns:
-            Per-task outputs, detached terms, and the tasks whose term is not finite.
-        """
-        outputs = {t: self.tasks[t](self.model, task_batch(batch, t)) for t in batch["tasks"]}
-        terms = self.loss_weighting({t: out["loss"] for t, out in outputs.items()})
-        bad = self._nonfinite(terms)
-        if not bad:
-            self.manual_backward(torch.stack(list(terms.values())).sum())
-        return outputs, {t: term.detach() for t, term in terms.items()}, bad
-
-    def _pcgrad_batch(self, batch: StepBatch) -> tuple[Outputs, dict[str, Tensor], list[str]]:
-        """Task by task: forward, then that task's own gradient, so only one task's graph is
-        alive at a time. The gradients join the window's per-task sums unless a term is bad."""
-        params = self._trainable()
-        outputs: Outputs = {}
-        terms: dict[str, Tensor] = {}
-        grads: dict[str, tuple[Tensor, Tensor]] = {}
-        for task in batch["tasks"]:
-            outputs[task] = self.tasks[task](self.model, task_batch(batch, task))
-            term = self.loss_weighting({task: outputs[task]["loss"]})[task]
-            terms[task] = term.detach()
-            if self._nonfinite({task: term}):  # the same answer, at the same task, on every rank
-                return outputs, terms, [task]
-            grads[task] = _flat_grad(term, params)
-        for task, (flat, used) in grads.items():
-            if task in self._task_grads:
-                self._task_grads[task] += flat
-                self._task_used[task] |= used
-            else:
-                self._task_grads[task], self._task_used[task] = flat, used
-        return outputs, terms, []
+    def forward_tasks(
+        self, batch: StepBatch, tasks: Sequence[str]
+    ) -> tuple[Outputs, dict[str, Tensor]]:
+        """Each task's forward on its part of ``batch`` and its weighted term (with graph)."""
+        outputs = {t: self.tasks[t](self.model, task_batch(batch, t)) for t in tasks}
+        return outputs, self.loss_weighting({t: out["loss"] for t, out in outputs.items()})
 
     def _seed_batch(self) -> None:
         """Seed torch/numpy/random from (seed, batch counter, rank): resumable randomness."""
-        seed = sample_seed(self.config.seed, "batch", self.counters.batches, _rank())
+        seed = sample_seed(self.config.seed, "batch", self.counters.batches, rank())
         torch.manual_seed(seed)
         np.random.seed(seed % (1 << 32))
         random.seed(seed)
 
-    def _nonfinite(self, terms: Mapping[str, Tensor]) -> list[str]:
+    def nonfinite_tasks(self, terms: Mapping[str, Tensor]) -> list[str]:
         """Tasks whose term is NaN/Inf on any rank (every rank gets the same answer)."""
         names = list(terms)
         flags = torch.stack([~torch.isfinite(terms[n].detach().float()) for n in names]).float()
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return [n for n, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
 
@@ -254,18 +205,18 @@ class OmnifuseModule(L.LightningModule):
         )
 
     def _optimizer_step(self) -> None:
-        """Average the window's gradients, (PCGrad,) clip, check, step; then reset the window."""
+        """Combine (the gradient strategy) and average the window's gradients, clip, check, step;
+        then reset the window."""
         optimizer = self._optimizer()
         self._grad_norm = self._lr = None
         valid = self.counters.valid
         self.counters.window = self.counters.valid = 0
         if valid == 0:  # every batch of the window was skipped
             optimizer.zero_grad(set_to_none=True)
-            self._task_grads, self._task_used = {}, {}
+            self.gradients.reset()
             return
         params = self._trainable()
-        if self.pcgrad:
-            self._apply_surgery(params)
+        self.gradients.combine(params, self.counters.batches)
         for p in params:
             if p.grad is not None and valid > 1:
                 p.grad.div_(valid)
@@ -278,35 +229,9 @@ class OmnifuseModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self._lr = float(self._scheduler().get_last_lr()[0])  # the LR this update used
         self._scheduler().step()
-        for module in self.modules():
-            if isinstance(module, LogitScale):
-                module.clamp_()
+        constrain_all_(self)  # e.g. contrastive logit scales back under their cap
         if norm is not None:
             self._grad_norm = float(norm)
-
-    def _apply_surgery(self, params: list[nn.Parameter]) -> None:
-        """Write PCGrad's combination of the window's per-task gradients into ``.grad``."""
-        tasks = sorted(self._task_grads)
-        grads = torch.stack([self._task_grads[t] for t in tasks])  # [T, P]
-        used = torch.stack([self._task_used[t] for t in tasks])  # [T, N]
-        self._task_grads, self._task_used = {}, {}
-        if _distributed():
-            # Every rank projects the same global per-task gradients: PCGrad of the mean, not the
-            # mean of per-rank PCGrads, so it equals single-process PCGrad on the global batch.
-            dist.all_reduce(grads)
-            grads /= dist.get_world_size()
-            used_count = used.to(torch.int32)
-            dist.all_reduce(used_count)
-            used = used_count > 0
-        generator = torch.Generator().manual_seed(
-            sample_seed(self.config.seed, "pcgrad", self.counters.batches)
-        )
-        combined = surgery(grads, used, [p.numel() for p in params], generator)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = combined[offset : offset + n].view_as(p).to(p.dtype).clone()
-            offset += n
 
     def _clip(self, optimizer: Any, params: list[nn.Parameter]) -> Tensor | None:
         """Clip the global gradient norm; return it (None under sharded strategies)."""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from omnifuse.config.audio import SUBSAMPLING, AudioTransformerConfig
 from omnifuse.layers import TransformerStack, masked_mean, sinusoidal_positions
+from omnifuse.layers.masking import new_mask_token, substitute_mask_token
 from omnifuse.modalities.audio.processor import build_audio_processor
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
 from omnifuse.registry import register_encoder
@@ -79,15 +80,7 @@ class AudioTransformer(Encoder):
         table = sinusoidal_positions(config.max_positions, config.dim)
         self.register_buffer("positions", table, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            norm_first=True,
-            norm_eps=config.norm_eps,
-        )
+        self.transformer = TransformerStack.from_dims(config, norm_eps=config.norm_eps)
         # None until masked modelling needs it, so other models keep their parameter set.
         self.mask_token: nn.Parameter | None
         self.register_parameter("mask_token", None)
@@ -95,27 +88,7 @@ class AudioTransformer(Encoder):
     def enable_token_mask(self) -> None:
         """Add the learned mask embedding ``token_mask`` inputs use (idempotent)."""
         if self.mask_token is None:
-            weight = self.subsample.conv1.weight
-            token = torch.zeros(self.dim, device=weight.device, dtype=weight.dtype)
-            self.mask_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
-
-    def mask_frames(self, x: Tensor, token_mask: Tensor) -> Tensor:
-        """Replace masked subsampled frames by the mask token: ``[B, N, D], [B, N] -> [B, N, D]``.
-
-        Raises:
-            ValueError: no mask token (see :meth:`enable_token_mask`) or a wrong mask shape.
-        """
-        if self.mask_token is None:
-            raise ValueError(
-                "this audio encoder has no mask token for 'token_mask'; add a reconstruction "
-                "head reading the audio encoder (model.heads) or call enable_token_mask()"
-            )
-        if token_mask.shape != x.shape[:2]:
-            raise ValueError(
-                f"token_mask has shape {tuple(token_mask.shape)}; expected {tuple(x.shape[:2])} "
-                f"(one entry per {SUBSAMPLING} frames)"
-            )
-        return torch.where(token_mask.bool()[..., None], self.mask_token.to(x), x)
+            self.mask_token = new_mask_token((self.dim,), self.subsample.conv1.weight)
 
     def _inputs(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Validated ``features [B, T, n_mels]`` and ``mask [B, T]`` (all valid if absent)."""
@@ -168,7 +141,9 @@ class AudioTransformer(Encoder):
         """
         x, mask = self.subsample(features, mask)
         if token_mask is not None:
-            x = self.mask_frames(x, token_mask)
+            x = substitute_mask_token(
+                x, token_mask, self.mask_token, "the audio encoder", f"{SUBSAMPLING} frames"
+            )
         x = self.drop(self._add_positions(x))
         x = self.transformer(x, mask)
         return x * mask[..., None].to(x.dtype), mask

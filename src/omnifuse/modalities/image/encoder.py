@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from omnifuse.config.image import ViTConfig
 from omnifuse.convert.hf_vit import load_hf_vit
 from omnifuse.layers import TransformerStack
+from omnifuse.layers.masking import new_mask_token, substitute_mask_token
 from omnifuse.layers.stem import first_weight, patch_embedding
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
 from omnifuse.modalities.image.processor import build_image_processor
@@ -62,16 +63,11 @@ class ViT(Encoder):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, config.dim))
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
+        self.blocks = TransformerStack.from_dims(
+            config,
             norm_first=config.norm_first,
             norm_eps=config.norm_eps,
             activation=config.activation,
-            final_norm=config.norm_first,  # post-norm blocks already end in a LayerNorm
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -82,9 +78,7 @@ class ViT(Encoder):
     def enable_token_mask(self) -> None:
         """Add the learned mask embedding ``token_mask`` inputs use (idempotent)."""
         if self.mask_token is None:
-            weight = first_weight(self.patch_embed)
-            token = torch.zeros(1, 1, self.dim, device=weight.device, dtype=weight.dtype)
-            self.mask_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
+            self.mask_token = new_mask_token((1, 1, self.dim), first_weight(self.patch_embed))
 
     def _check_pixels(self, pixel_values: Tensor) -> None:
         expected = (self.config.channels, self.image_size, self.image_size)
@@ -93,24 +87,6 @@ class ViT(Encoder):
                 f"pixel_values has shape {tuple(pixel_values.shape)}; expected [B, "
                 f"{', '.join(map(str, expected))}] (set processor.image_size to change it)"
             )
-
-    def mask_patches(self, patches: Tensor, token_mask: Tensor) -> Tensor:
-        """Replace masked patch embeddings by the mask token: ``[B, N, D], [B, N] -> [B, N, D]``.
-
-        Raises:
-            ValueError: no mask token (see :meth:`enable_token_mask`) or a wrong mask shape.
-        """
-        if self.mask_token is None:
-            raise ValueError(
-                "this ViT has no mask token for 'token_mask'; add a reconstruction head reading "
-                "the image encoder (model.heads) or call enable_token_mask()"
-            )
-        if token_mask.shape != patches.shape[:2]:
-            raise ValueError(
-                f"token_mask has shape {tuple(token_mask.shape)}; expected "
-                f"{tuple(patches.shape[:2])} (one entry per patch, [CLS] excluded)"
-            )
-        return torch.where(token_mask.bool()[..., None], self.mask_token.to(patches), patches)
 
     def embed(self, pixel_values: Tensor, token_mask: Tensor | None = None) -> Tensor:
         """``[B, C, S, S]`` -> ``[B, 1 + N, D]`` patch + [CLS] embeddings with positions.
@@ -121,7 +97,9 @@ class ViT(Encoder):
         grid: Tensor = self.patch_embed(pixel_values.to(first_weight(self.patch_embed).dtype))
         patches = grid.flatten(2).transpose(1, 2)  # (B, D, g, g) -> (B, N, D)
         if token_mask is not None:
-            patches = self.mask_patches(patches, token_mask)
+            patches = substitute_mask_token(
+                patches, token_mask, self.mask_token, "the image encoder", "patch, [CLS] excluded"
+            )
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         tokens: Tensor = self.drop(torch.cat([cls, patches], dim=1) + self.pos_embed)
         return tokens

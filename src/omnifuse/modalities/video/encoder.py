@@ -56,14 +56,8 @@ class TubeletViT(Encoder):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = TransformerStack(
-            config.dim,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            norm_eps=config.norm_eps,
-            activation=config.activation,
+        self.blocks = TransformerStack.from_dims(
+            config, norm_eps=config.norm_eps, activation=config.activation
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 

@@ -23,11 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnifuse.config.video_generator import VideoTokenizerConfig
+from omnifuse.distributed import is_distributed
 from omnifuse.modalities.video.io import denormalize
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 class QuantizerOutput(NamedTuple):
@@ -125,7 +122,7 @@ class VectorQuantizer(nn.Module):
         codes = self.nearest(vectors)
         counts = torch.bincount(codes, minlength=self.codebook_size).float()
         sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, vectors)
-        if _distributed():  # every rank must see the same statistics to keep one codebook
+        if is_distributed():  # every rank must see the same statistics to keep one codebook
             dist.all_reduce(counts)
             dist.all_reduce(sums)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -166,7 +163,7 @@ class VectorQuantizer(nn.Module):
 
     def _broadcast(self) -> None:
         """Ranks draw different random rows; rank 0's choice wins."""
-        if _distributed():
+        if is_distributed():
             for buffer in (self.codebook, self.embed_sum, self.cluster_size, self.initialized):
                 dist.broadcast(buffer, src=0)
 

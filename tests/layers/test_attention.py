@@ -1,0 +1,87 @@
+"""Multi-head attention: KV-cached decoding equals full causal attention; cross-attention masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omnifuse.layers import KVCache, MultiHeadAttention, TransformerStack
+
+ATOL = 1e-5  # float32: cached and full paths sum the same terms in a different order
+
+
+def _attention(context_dim: int | None = None) -> MultiHeadAttention:
+    return MultiHeadAttention(16, num_heads=4, context_dim=context_dim).eval()
+
+
+@pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1, 1], [2, 3, 1]])
+def test_cached_incremental_self_attention_equals_full_causal(chunks: list[int]) -> None:
+    attn, x = _attention(), torch.randn(2, 6, 16)
+    full = attn(x, causal=True)
+    cache, outputs, start = KVCache(), [], 0
+    for size in chunks:  # one token at a time, or several: query i sits at cache.length + i
+        outputs.append(attn(x[:, start : start + size], causal=True, cache=cache))
+        start += size
+    assert cache.length == 6
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, atol=ATOL, rtol=0)
+
+
+def test_causal_outputs_ignore_later_tokens() -> None:
+    attn, x = _attention(), torch.randn(1, 5, 16)
+    changed = x.clone()
+    changed[:, 3:] = torch.randn(1, 2, 16)
+    torch.testing.assert_close(attn(x, causal=True)[:, :3], attn(changed, causal=True)[:, :3])
+
+
+def test_cross_attention_shapes_and_key_mask() -> None:
+    attn = _attention(context_dim=24)
+    x, context = torch.randn(2, 5, 16), torch.randn(2, 7, 24)
+    key_mask = torch.tensor([[True] * 4 + [False] * 3, [True] * 7])
+    out = attn(x, context=context, key_mask=key_mask)
+    assert out.shape == (2, 5, 16)
+    changed = context.clone()
+    changed[0, 4:] = 100.0  # masked keys: sample 0 must not see them
+    again = attn(x, context=changed, key_mask=key_mask)
+    torch.testing.assert_close(again, out)
+
+
+def test_all_masked_keys_give_no_nan() -> None:
+    attn = _attention(context_dim=24)
+    x, context = torch.randn(2, 3, 16), torch.randn(2, 4, 24)
+    key_mask = torch.tensor([[False] * 4, [True] * 4])  # sample 0 lacks the whole context
+    out = attn(x, context=context, key_mask=key_mask)
+    assert bool(torch.isfinite(out).all())
+    # Zero attention output for sample 0, so only the output projection's bias remains.
+    torch.testing.assert_close(out[0], attn.out_proj.bias.detach().expand(3, 16))
+
+
+def test_cross_attention_cache_keeps_the_first_context() -> None:
+    attn, cache = _attention(context_dim=24), KVCache()
+    x, context = torch.randn(1, 2, 16), torch.randn(1, 4, 24)
+    first = attn(x, context=context, cache=cache)
+    # While decoding the context never changes: later steps reuse the cached keys and values.
+    again = attn(x, context=torch.zeros(1, 4, 24), cache=cache)
+    torch.testing.assert_close(again, first)
+
+
+def test_key_mask_shape_and_heads_are_checked() -> None:
+    with pytest.raises(ValueError, match="dim=10 is not divisible by num_heads=4"):
+        MultiHeadAttention(10, num_heads=4)
+    with pytest.raises(ValueError, match=r"key_mask has shape \(2, 3\), expected \(2, 5\)"):
+        _attention()(torch.randn(2, 5, 16), key_mask=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_cached_decoder_stack_equals_full_causal_pass() -> None:
+    """The whole decoder (self + cross-attention per block) with per-layer caches."""
+    decoder = TransformerStack(16, 2, 4, cross_attention=True, context_dim=24).eval()
+    x, context = torch.randn(2, 5, 16), torch.randn(2, 7, 24)
+    context_mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    full = decoder(x, context=context, context_mask=context_mask, causal=True)
+    cache = decoder.new_cache()
+    steps = [
+        decoder(
+            x[:, i : i + 1], context=context, context_mask=context_mask, causal=True, cache=cache
+        )
+        for i in range(5)
+    ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
