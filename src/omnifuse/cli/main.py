@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
+from omnifuse.cli.convert import app as convert_app
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.evaluate import evaluate as eval_command
 from omnifuse.cli.predict import predict as predict_command
@@ -41,6 +42,7 @@ model_app = typer.Typer(help="Build, inspect and save models.", no_args_is_help=
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.add_typer(convert_app, name="convert")
 app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
