@@ -21,6 +21,7 @@ TINY_ENCODERS: dict[tuple[str, str], dict[str, Any]] = {
     ("text", "hf"): {},  # path filled from the tiny_hf_bert_dir fixture
     ("image", "hf"): {},  # path: the tiny CLIP vision tower of tiny_hf_towers
     ("audio", "hf"): {},  # path: the tiny Whisper of tiny_hf_towers
+    ("video", "hf"): {"num_frames": 4},  # path: the tiny CLIP vision tower, frame by frame
     ("image", "vit"): {
         "dim": 32,
         "num_layers": 2,
@@ -56,7 +57,7 @@ ENCODER_IDS = [f"{s.modality}/{s.type}" for s in list_encoders()] + [
 ]
 
 
-HF_TOWER = {"image": "clip", "audio": "whisper"}
+HF_TOWER = {"image": "clip", "audio": "whisper", "video": "clip"}
 
 
 @pytest.fixture

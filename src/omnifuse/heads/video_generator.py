@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.config.generation import VideoGeneratorConfig
-from omnifuse.config.video import VideoProcessorConfig
+from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
 from omnifuse.generation.prior import VideoPrior
 from omnifuse.generation.sampling import SamplingOptions
 from omnifuse.generation.vq import VideoTokenizer
@@ -123,6 +123,11 @@ def video_processor_config(context: HeadContext, head_type: str) -> VideoProcess
         raise ValueError(
             f"a {head_type!r} head takes its clip size and normalisation from the video "
             f"processor; configure model.encoders.video (configured: {configured})"
+        )
+    if not isinstance(video, TubeletViTConfig):
+        raise ValueError(
+            f"a {head_type!r} head needs the native video encoder (type 'tubelet_vit'), whose "
+            f"processor fixes the clip size; model.encoders.video has type {video.type!r}"
         )
     return video.processor
 

@@ -153,7 +153,7 @@ class ImageHFEncoder(HFTower):
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)
 
 
-def _model_kwargs(class_name: str, pooling: str) -> dict[str, Any]:
+def model_kwargs(class_name: str, pooling: str) -> dict[str, Any]:
     """Drop pooling modules that the chosen pooling never runs (they would get no gradient)."""
     if class_name == "ViTModel":
         return {"add_pooling_layer": False}  # a tanh classifier pooler, not ViT's CLS output
@@ -182,7 +182,7 @@ def _check_sizes(model: nn.Module, processor: Processor[Any], path: Path) -> Non
 def build_image_hf(config: ImageHFConfig, processor: Processor[Any], pretrained: bool) -> HFTower:
     """Wrap the vision tower at ``config.path`` (weights loaded only when ``pretrained``)."""
     class_name = model_class_name(config.path, IMAGE_TOWERS, "vision")
-    kwargs = _model_kwargs(class_name, config.pooling)
+    kwargs = model_kwargs(class_name, config.pooling)
     model = load_hf_model(config.path, pretrained, class_name, **kwargs)
     _check_sizes(model, processor, config.path)
     return ImageHFEncoder(model, config.pooling, config.freeze)
