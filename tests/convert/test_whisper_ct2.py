@@ -183,8 +183,8 @@ def tiny_en_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.slow  # ~3 s to convert + ~1-15 s to load and decode, depending on CPU contention
 def test_real_tiny_en_transcribes_flite_speech(tiny_en_dir: Path, tmp_path: Path) -> None:
+    # Not marked slow: ~1-3 s to convert (session fixture) + ~3 s to decode on 2 idle cores.
     wav = tmp_path / "speech.wav"
     subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav)], check=True)
     audio, rate = sf.read(wav, dtype="float32")
@@ -200,3 +200,25 @@ def test_real_tiny_en_transcribes_flite_speech(tiny_en_dir: Path, tmp_path: Path
     error = jiwer.wer(normalise(SENTENCE), normalise(text))
     print(f"tiny.en: {text!r} WER {error:.3f}")
     assert error <= 0.1, text
+
+
+def test_real_tiny_en_is_an_omnifuse_audio_tower(tiny_en_dir: Path, tmp_path: Path) -> None:
+    """The converted directory loads as the audio ``hf`` encoder (config -> registry)."""
+    from omnifuse.config.model import EncodersConfig
+    from omnifuse.registry import encoder_spec
+
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav)], check=True)
+    config = EncodersConfig.model_validate({"audio": {"type": "hf", "path": str(tiny_en_dir)}})
+    spec = encoder_spec("audio", "hf")
+    processor = spec.build_processor(config.audio)
+    encoder = spec.build_encoder(config.audio, processor, True).eval()
+    batch = processor([wav])
+    with torch.no_grad():
+        out = encoder(batch)
+        reference = WhisperForConditionalGeneration.from_pretrained(tiny_en_dir).eval()
+        expected = reference.model.encoder(input_features=batch["features"].transpose(1, 2))
+    assert out.tokens.shape == (1, 1500, 384) and encoder.dim == 384
+    torch.testing.assert_close(out.tokens, expected.last_hidden_state, atol=ATOL, rtol=0)
+    seconds = sf.info(wav).duration
+    assert abs(int(out.mask.sum()) - seconds * 50) <= 1  # 50 positions per second
