@@ -114,7 +114,8 @@ def test_converted_directory_is_a_standard_hf_whisper(
         "tokenizer_config.json",
     ]
     generation = GenerationConfig.from_pretrained(tmp_path)
-    assert generation.decoder_start_token_id == 257 and generation.eos_token_id == 256
+    assert generation.decoder_start_token_id == generation.bos_token_id == 257
+    assert generation.eos_token_id == generation.pad_token_id == 256
     assert generation.no_timestamps_token_id == 259 and generation.prev_sot_token_id == 258
     assert generation.suppress_tokens == [1, 2] and generation.begin_suppress_tokens == [32]
     assert generation.is_multilingual is False

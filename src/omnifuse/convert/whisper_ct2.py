@@ -327,7 +327,7 @@ def whisper_config_from_ct2(
         "scale_embedding": scale is not None and bool(scale.item()),
         "tie_word_embeddings": True,
         "pad_token_id": token_ids["eos"],
-        "bos_token_id": token_ids["eos"],
+        "bos_token_id": token_ids["start"],  # as OpenAI's HF checkpoints: <|startoftranscript|>
         "eos_token_id": token_ids["eos"],
         "decoder_start_token_id": token_ids["start"],
     }
@@ -387,7 +387,7 @@ def whisper_generation_config(
     multilingual = is_multilingual(config)
     fields: dict[str, Any] = {
         "decoder_start_token_id": token_ids["start"],
-        "bos_token_id": token_ids["eos"],
+        "bos_token_id": token_ids["start"],  # as OpenAI's HF checkpoints: <|startoftranscript|>
         "eos_token_id": token_ids["eos"],
         "pad_token_id": token_ids["eos"],
         "no_timestamps_token_id": token_ids["no_timestamps"],
