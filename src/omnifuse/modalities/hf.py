@@ -53,7 +53,11 @@ def model_class_name(path: Path, classes: Mapping[str, str], what: str) -> str:
 
 
 def load_hf_model(
-    path: Path, pretrained: bool, class_name: str | None = None, **kwargs: Any
+    path: Path,
+    pretrained: bool,
+    class_name: str | None = None,
+    optional: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> PreTrainedModel:
     """A transformers model from the local directory ``path``, float32.
 
@@ -62,6 +66,8 @@ def load_hf_model(
         pretrained: load its weights; False builds the architecture only (weights then come
             from an omnifuse checkpoint).
         class_name: a transformers model class (``"CLIPVisionModel"``); None: ``AutoModel``.
+        optional: prefixes of weights the checkpoint may lack (modules the adapter drops,
+            e.g. BERT's ``pooler.``).
         kwargs: extra model-config arguments (e.g. ``add_pooling_layer=False``).
     """
     if not (path / "config.json").is_file():
@@ -76,7 +82,7 @@ def load_hf_model(
         # transformers only warns about weights the checkpoint lacks: a tower that silently
         # keeps random weights is worse than an error. (Unexpected keys are normal: the text
         # tower of a full CLIP directory, a Whisper decoder.)
-        missing = sorted(info.get("missing_keys", []))
+        missing = sorted(k for k in info.get("missing_keys", []) if not k.startswith(optional))
         if missing:
             raise ValueError(
                 f"HF checkpoint at {path} lacks weights of {class_name or 'AutoModel'}: "
