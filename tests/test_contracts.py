@@ -19,6 +19,9 @@ from omnifuse.registry import encoder_spec, fusion_builder, list_encoders, list_
 TINY_ENCODERS: dict[tuple[str, str], dict[str, Any]] = {
     ("text", "transformer"): {"dim": 32, "num_layers": 2, "num_heads": 2},
     ("text", "hf"): {},  # path filled from the tiny_hf_bert_dir fixture
+    ("image", "hf"): {},  # path: the tiny CLIP vision tower of tiny_hf_towers
+    ("audio", "hf"): {},  # path: the tiny Whisper of tiny_hf_towers
+    ("video", "hf"): {"num_frames": 4},  # path: the tiny CLIP vision tower, frame by frame
     ("image", "vit"): {
         "dim": 32,
         "num_layers": 2,
@@ -54,7 +57,16 @@ ENCODER_IDS = [f"{s.modality}/{s.type}" for s in list_encoders()] + [
 ]
 
 
-def registered_encoder(key: str, bert_dir: Path) -> tuple[Encoder, Processor[Any], str]:
+HF_TOWER = {"image": "clip", "audio": "whisper", "video": "clip"}
+
+
+@pytest.fixture
+def hf_dirs(tiny_hf_bert_dir: Path, tiny_hf_towers: dict[str, Path]) -> dict[str, Path]:
+    """The local HF directory each modality's ``hf`` encoder loads in the contract tests."""
+    return {"text": tiny_hf_bert_dir, **{m: tiny_hf_towers[k] for m, k in HF_TOWER.items()}}
+
+
+def registered_encoder(key: str, hf_dirs: dict[str, Path]) -> tuple[Encoder, Processor[Any], str]:
     modality, name = key.split("/")
     type_, _, stem = name.partition("+")
     if (modality, type_) not in TINY_ENCODERS:
@@ -63,7 +75,7 @@ def registered_encoder(key: str, bert_dir: Path) -> tuple[Encoder, Processor[Any
     if stem:
         cfg_dict["stem"] = stem
     if type_ == "hf":
-        cfg_dict["path"] = str(bert_dir)
+        cfg_dict["path"] = str(hf_dirs[modality])
     config = getattr(EncodersConfig.model_validate({modality: cfg_dict}), modality)
     spec = encoder_spec(modality, type_)
     torch.manual_seed(0)
@@ -91,9 +103,9 @@ def check_output(out: EncoderOutput, batch: int, dim: int) -> None:
 
 @pytest.mark.parametrize("key", ENCODER_IDS)
 def test_encoder_contract(
-    key: str, media: dict[str, Callable[..., Path]], tiny_hf_bert_dir: Path
+    key: str, media: dict[str, Callable[..., Path]], hf_dirs: dict[str, Path]
 ) -> None:
-    encoder, processor, modality = registered_encoder(key, tiny_hf_bert_dir)
+    encoder, processor, modality = registered_encoder(key, hf_dirs)
     assert encoder.modality == modality
     raws = two_raws(modality, media)
     encoder.eval()
@@ -114,9 +126,9 @@ def test_encoder_contract(
 
 @pytest.mark.parametrize("key", ENCODER_IDS)
 def test_encoder_every_parameter_gets_gradient(
-    key: str, media: dict[str, Callable[..., Path]], tiny_hf_bert_dir: Path
+    key: str, media: dict[str, Callable[..., Path]], hf_dirs: dict[str, Path]
 ) -> None:
-    encoder, processor, modality = registered_encoder(key, tiny_hf_bert_dir)
+    encoder, processor, modality = registered_encoder(key, hf_dirs)
     encoder.train()
     out = encoder(processor(two_raws(modality, media)))
     (out.tokens.pow(2).mean() + out.pooled.pow(2).mean()).backward()

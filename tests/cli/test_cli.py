@@ -16,6 +16,7 @@ def test_command_map() -> None:
     group = get_command(app)
     assert {
         "config",
+        "convert",
         "model",
         "info",
         "demo",

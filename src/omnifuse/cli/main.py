@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from omnifuse.cli.convert import app as convert_app
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.errors import cli_errors
 from omnifuse.cli.evaluate import evaluate as eval_command
@@ -34,6 +35,7 @@ model_app = typer.Typer(help="Build, inspect and save models.", no_args_is_help=
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.add_typer(convert_app, name="convert")
 app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)

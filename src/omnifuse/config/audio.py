@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from omnifuse.config.base import StrictModel, TransformerDims
 
@@ -80,4 +81,31 @@ class AudioTransformerConfig(TransformerDims):
         return self
 
 
-AudioEncoderConfig = AudioTransformerConfig
+class AudioHFConfig(StrictModel):
+    """A local Hugging Face speech tower: the Whisper encoder (a Whisper directory, e.g. one
+    written by ``omnifuse convert whisper-ct2``), wav2vec2 or HuBERT. Features come from the
+    directory's ``preprocessor_config.json`` (Whisper log-mel, or normalised waveform)."""
+
+    type: Literal["hf"] = "hf"
+    path: Path = Field(description="Local HF model directory (config.json, weights, processor).")
+    max_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Truncate longer clips; default (and maximum for Whisper): Whisper's 30 s "
+        "window, 10 s for wav2vec2/HuBERT.",
+    )
+    freeze: bool = False
+
+
+def _default_audio_type(value: Any) -> Any:
+    """Encoders without ``type`` are the native ``conv_transformer`` (as before ``hf``)."""
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": "conv_transformer", **value}
+    return value
+
+
+AudioEncoderConfig = Annotated[
+    AudioTransformerConfig | AudioHFConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_default_audio_type),
+]

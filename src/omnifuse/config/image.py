@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from omnifuse.config.base import StrictModel, TransformerDims
 
@@ -116,4 +116,29 @@ class ViTConfig(TransformerDims):
         return self
 
 
-ImageEncoderConfig = ViTConfig
+class ImageHFConfig(StrictModel):
+    """A local Hugging Face vision tower (CLIP/SigLIP vision, ViT, DINOv2; a full CLIP or SigLIP
+    directory gives its vision tower). Resize, crop, mean and std come from the directory's
+    ``preprocessor_config.json``."""
+
+    type: Literal["hf"] = "hf"
+    path: Path = Field(description="Local HF model directory (config.json, weights, processor).")
+    pooling: Literal["model", "cls", "mean"] = Field(
+        default="model",
+        description="model: the tower's own pooled output (CLIP/SigLIP pooler_output, "
+        "DINOv2 normed CLS; ViT: CLS); cls: first token; mean: mean over tokens.",
+    )
+    freeze: bool = False
+    augment: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig)
+
+
+def _default_image_type(value: Any) -> Any:
+    """Encoders without ``type`` are the native ``vit`` (as before ``hf``)."""
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": "vit", **value}
+    return value
+
+
+ImageEncoderConfig = Annotated[
+    ViTConfig | ImageHFConfig, Field(discriminator="type"), BeforeValidator(_default_image_type)
+]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from omnifuse.config.base import TransformerDims
-from omnifuse.config.image import FrameConfig, Stem, check_stem
+from omnifuse.config.base import StrictModel, TransformerDims
+from omnifuse.config.image import FrameConfig, ImageAugmentConfig, Stem, check_stem
 
 
 class VideoProcessorConfig(FrameConfig):
@@ -50,4 +51,32 @@ class TubeletViTConfig(TransformerDims):
         return self
 
 
-VideoEncoderConfig = TubeletViTConfig
+class VideoHFConfig(StrictModel):
+    """Any local Hugging Face vision tower (see the image ``hf`` type) applied frame by frame,
+    then pooled over time: one token per frame (the tower's pooled frame vector), and the mean
+    over real frames. Frame resize, crop, mean and std come from the directory's
+    ``preprocessor_config.json``."""
+
+    type: Literal["hf"] = "hf"
+    path: Path = Field(description="Local HF vision-tower directory (CLIP, SigLIP, ViT, DINOv2).")
+    num_frames: int = Field(default=8, gt=0, description="Frames sampled uniformly per clip.")
+    pooling: Literal["model", "cls", "mean"] = Field(
+        default="model", description="Per-frame pooling, as the image hf type's."
+    )
+    temporal_pooling: Literal["mean"] = "mean"
+    freeze: bool = False
+    augment: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig)
+
+
+def _default_video_type(value: Any) -> Any:
+    """Encoders without ``type`` are the native ``tubelet_vit`` (as before ``hf``)."""
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": "tubelet_vit", **value}
+    return value
+
+
+VideoEncoderConfig = Annotated[
+    TubeletViTConfig | VideoHFConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_default_video_type),
+]

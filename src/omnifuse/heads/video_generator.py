@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omnifuse.config.video import VideoProcessorConfig
+from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
 from omnifuse.config.video_generator import VideoGeneratorConfig
 from omnifuse.heads.video_prior import VideoPrior
 from omnifuse.layers.sampling import SamplingOptions
@@ -123,6 +123,11 @@ def video_processor_config(context: HeadContext, head_type: str) -> VideoProcess
         raise ValueError(
             f"a {head_type!r} head takes its clip size and normalisation from the video "
             f"processor; configure model.encoders.video (configured: {configured})"
+        )
+    if not isinstance(video, TubeletViTConfig):
+        raise ValueError(
+            f"a {head_type!r} head needs the native video encoder (type 'tubelet_vit'), whose "
+            f"processor fixes the clip size; model.encoders.video has type {video.type!r}"
         )
     return video.processor
 

@@ -1,5 +1,7 @@
-"""Image modality: PIL-based processor and the ViT encoder (registered as ``("image", "vit")``)."""
+"""Image modality: PIL-based processor, the ViT encoder (registered as ``("image", "vit")``) and
+Hugging Face vision towers (``("image", "hf")``)."""
 
+from omnifuse.modalities.image.adapters import HFImageProcessor, ImageHFEncoder, build_image_hf
 from omnifuse.modalities.image.encoder import ViT, build_vit
 from omnifuse.modalities.image.processor import ImageProcessor, build_image_processor
 from omnifuse.modalities.image.transforms import AugmentParams, FrameTransform
@@ -7,8 +9,11 @@ from omnifuse.modalities.image.transforms import AugmentParams, FrameTransform
 __all__ = [
     "AugmentParams",
     "FrameTransform",
+    "HFImageProcessor",
+    "ImageHFEncoder",
     "ImageProcessor",
     "ViT",
+    "build_image_hf",
     "build_image_processor",
     "build_vit",
 ]

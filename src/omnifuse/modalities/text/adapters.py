@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from omnifuse.config.text import TextHFConfig
 from omnifuse.layers.transformer import masked_mean
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
+from omnifuse.modalities.hf import load_hf_model
 from omnifuse.modalities.text.processor import TextProcessor
 from omnifuse.modalities.text.tokenizer import load_pretrained_tokenizer
 from omnifuse.registry import register_encoder
@@ -135,18 +136,10 @@ class TextHFEncoder(Encoder):
 
 def load_hf_text_model(path: Path, pretrained: bool) -> PreTrainedModel:
     """``AutoModel`` from a local directory: its weights, or (``pretrained=False``) only its
-    architecture, for weights that come from an omnifuse checkpoint."""
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in HF model directory {path}")
-    from transformers import AutoConfig, AutoModel
-
-    if pretrained:
-        model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
-    else:
-        config = AutoConfig.from_pretrained(str(path))
-        # transformers leaves from_config unannotated; it returns a PreTrainedModel.
-        model = AutoModel.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
-    return model  # type: ignore[no-any-return]
+    architecture, for weights that come from an omnifuse checkpoint. The shared HF loading path
+    (:func:`omnifuse.modalities.hf.load_hf_model`); the NSP pooler, which the encoder drops,
+    may be absent."""
+    return load_hf_model(path, pretrained, optional=("pooler.",))
 
 
 @register_encoder(
