@@ -6,7 +6,15 @@ export_onnx("runs/shapes", "runs/shapes/onnx")     # graphs + manifest.json, par
 OnnxPredictor.load("runs/shapes/onnx").predict("shape", image=["cat.png"])
 """
 
-from omnifuse.export.onnx import ATOL, ExportError, ExportReport, Parity, export_onnx
+from omnifuse.export.onnx import ATOL, FRAMES_ATOL, ExportError, ExportReport, Parity, export_onnx
 from omnifuse.export.runtime import OnnxPredictor
 
-__all__ = ["ATOL", "ExportError", "ExportReport", "OnnxPredictor", "Parity", "export_onnx"]
+__all__ = [
+    "ATOL",
+    "FRAMES_ATOL",
+    "ExportError",
+    "ExportReport",
+    "OnnxPredictor",
+    "Parity",
+    "export_onnx",
+]

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.heads.caption_decoder import CaptionDecoder
+from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.heads.video_prior import VideoPrior
 from omnifuse.layers.attention import KVCache, MultiHeadAttention
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.models.multimodal import MultimodalModel
@@ -167,7 +169,9 @@ class ContextGraph(_InputsGraph):
 
 
 class DecoderStepGraph(nn.Module):
-    """One cached greedy step of a :class:`CaptionDecoder`.
+    """One cached step of an autoregressive decoder: a :class:`CaptionDecoder` or a video
+    generator's :class:`VideoPrior` (both offer ``logits(ids, context, cache=, start=)`` over a
+    cross-attending :class:`TransformerStack`).
 
     Inputs: ``input_ids [B, 1]`` (the last token), ``context [B, S, C]``, ``context_mask
     [B, S]``, then per layer ``past_key.i`` and ``past_value.i`` ``[B, H, P, Dh]`` (``P = 0``
@@ -179,7 +183,7 @@ class DecoderStepGraph(nn.Module):
     keeps them): the same numbers, and the graph's state stays only the self-attention cache.
     """
 
-    def __init__(self, decoder: CaptionDecoder) -> None:
+    def __init__(self, decoder: CaptionDecoder | VideoPrior) -> None:
         super().__init__()
         self.decoder = decoder
         self.num_layers = len(decoder.decoder.layers)
@@ -199,12 +203,23 @@ class DecoderStepGraph(nn.Module):
         return (logits.float(), *present)
 
 
+class VideoDecodeGraph(nn.Module):
+    """A video generator's flat ``codes [B, N]`` -> ``frames [B, T, 3, H, W]`` in ``[0, 1]``."""
+
+    def __init__(self, generator: VideoGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.generator.decode(codes).float()
+
+
 def kv_names(num_layers: int, prefix: str) -> tuple[str, ...]:
     """``prefix_key.0, prefix_value.0, prefix_key.1, ...``."""
     return tuple(f"{prefix}_{kind}.{i}" for i in range(num_layers) for kind in ("key", "value"))
 
 
-def empty_past(decoder: CaptionDecoder, batch: int, length: int = 0) -> list[Tensor]:
+def empty_past(decoder: CaptionDecoder | VideoPrior, batch: int, length: int = 0) -> list[Tensor]:
     """Per layer zero keys and values ``[B, H, length, Dh]`` (``length`` 0: the first step)."""
     shapes = []
     for layer in decoder.decoder.layers:
@@ -215,7 +230,9 @@ def empty_past(decoder: CaptionDecoder, batch: int, length: int = 0) -> list[Ten
     return [torch.zeros(shape) for shape in shapes for _ in ("key", "value")]
 
 
-def sample_past(decoder: CaptionDecoder, batch: int, length: int, seed: int) -> list[Tensor]:
+def sample_past(
+    decoder: CaptionDecoder | VideoPrior, batch: int, length: int, seed: int
+) -> list[Tensor]:
     """Random past keys/values (a parity sample: any values exercise the same graph)."""
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(p.shape, generator=generator) for p in empty_past(decoder, batch, length)]

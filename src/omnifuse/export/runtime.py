@@ -6,7 +6,9 @@ touches torch, and why:
 - preprocessing: raw inputs go through the run's own processors (rebuilt from the manifest),
   which return torch tensors; they are converted to numpy before any graph runs;
 - masked modelling draws its random patch mask with torch's generator seeded as
-  ``Pipeline.predict`` seeds it, so both give the same mask (and the same error).
+  ``Pipeline.predict`` seeds it, so both give the same mask (and the same error);
+- generated clips are written by the existing mp4/gif writer, which takes a torch tensor (the
+  numpy frames are wrapped, not recomputed).
 
 Graph execution, softmax/top-k, the greedy decoding loop and decoding ids to text never call torch.
 """
@@ -62,6 +64,37 @@ def greedy_decode(
         if finished.all():
             break
     return tokens[:, 1:]
+
+
+def prior_greedy(
+    step: ort.InferenceSession,
+    context: Array,
+    context_mask: Array,
+    bos: int,
+    num_tokens: int,
+    guidance: float = 1.0,
+) -> Array:
+    """Greedy codes ``[B, N]`` from a video prior's step graph, as ``VideoPrior.sample`` with
+    temperature 0: with guidance, the unconditional rows (condition masked out) run in the same
+    batch and the logits are ``u + guidance * (c - u)``."""
+    batch = context.shape[0]
+    guided = guidance != 1.0
+    if guided:
+        context = np.concatenate([context, context])
+        context_mask = np.concatenate([context_mask, np.zeros_like(context_mask)])
+    rows = context.shape[0]
+    past = {i.name: _empty(i, rows) for i in step.get_inputs() if i.name.startswith("past_")}
+    present = [o.name for o in step.get_outputs()][1:]
+    tokens = np.full((rows, 1), bos, dtype=np.int64)
+    for _ in range(num_tokens):
+        feeds = {"input_ids": tokens[:, -1:], "context": context, "context_mask": context_mask}
+        logits, *cache = step.run(None, feeds | past)
+        if guided:
+            logits = logits[batch:] + guidance * (logits[:batch] - logits[batch:])
+        token = logits.argmax(axis=-1).astype(np.int64)  # (B,)
+        tokens = np.concatenate([tokens, np.tile(token, rows // batch)[:, None]], axis=1)
+        past = {n.replace("present_", "past_"): v for n, v in zip(present, cache, strict=True)}
+    return tokens[:batch, 1:]
 
 
 def _empty(info: Any, batch: int) -> Array:
@@ -143,12 +176,25 @@ class OnnxPredictor:
         return self._sessions[key]
 
     def predict(
-        self, task: str | None = None, top_k: int = 5, **inputs: Sequence[Any] | None
+        self,
+        task: str | None = None,
+        top_k: int = 5,
+        out_dir: str | Path | None = None,
+        generate: Mapping[str, Any] | None = None,
+        **inputs: Sequence[Any] | None,
     ) -> list[dict[str, Any]]:
         """Predictions of ``task`` (default: the only exported task) on raw inputs.
 
+        Args:
+            task: an exported task.
+            top_k: candidates per ``[MASK]`` (mlm).
+            out_dir: where generated clips are written (video tasks).
+            generate: video sampling overrides; only ``temperature=0`` (greedy, the only
+                exported sampling) and ``guidance`` are accepted.
+            inputs: raw inputs per modality, one list entry per sample.
+
         Raises:
-            InferenceError: an unknown task, missing or unexpected inputs.
+            InferenceError: an unknown task, missing or unexpected inputs, unsupported options.
         """
         name = self._find(task)
         meta = self.manifest["tasks"][name]
@@ -164,7 +210,11 @@ class OnnxPredictor:
             return self._fill_mask(name, meta, feeds, top_k)
         if kind == "masked_modeling":
             return self._reconstruct(name, meta, feeds)
-        return self._caption(name, meta, feeds)
+        if kind == "captioning":
+            return self._caption(name, meta, feeds)
+        if out_dir is None:
+            raise InferenceError(f"task {name!r} writes clips; pass an output directory (out_dir)")
+        return write_clips(self._frames(name, feeds, generate or {}), Path(out_dir))
 
     def _find(self, task: str | None) -> str:
         tasks = self.manifest["tasks"]
@@ -260,6 +310,47 @@ class OnnxPredictor:
         tokens = greedy_decode(self.session(name, "decoder_step"), context, context_mask, ids)
         tokenizer = self.processors["text"].tokenizer
         return [{"text": text} for text in decode_texts(tokenizer, tokens, ids.eos)]
+
+    def generate_frames(
+        self, task: str, text: Sequence[str], generate: Mapping[str, Any] | None = None
+    ) -> Array:
+        """Greedy clips ``[B, T, 3, H, W]`` in ``[0, 1]`` for ``text`` (not written to files).
+
+        Raises:
+            InferenceError: an unknown task, or sampling options other than greedy.
+        """
+        name = self._find(task)
+        feeds = self._feeds(name, self.manifest["tasks"][name], {"text": list(text)})
+        return self._frames(name, feeds, generate or {})
+
+    def _frames(self, name: str, feeds: Mapping[str, Array], generate: Mapping[str, Any]) -> Array:
+        meta = self.manifest["tasks"][name]
+        unsupported = sorted(set(generate) - {"temperature", "guidance"})
+        if unsupported or float(generate.get("temperature", 0.0)) != 0.0:
+            raise InferenceError(
+                f"the ONNX export of {name!r} generates greedily only (temperature=0, guidance); "
+                f"got {dict(generate)} (sampling draws from torch's generator: use Pipeline)"
+            )
+        guidance = float(generate.get("guidance", meta["guidance"]))
+        context, context_mask = self.session(name, "condition").run(None, dict(feeds))
+        step = self.session(name, "prior_step")
+        codes = prior_greedy(
+            step, context, context_mask, meta["bos_id"], meta["num_tokens"], guidance
+        )
+        frames: Array = self.session(name, "decode").run(None, {"codes": codes})[0]
+        return frames
+
+
+def write_clips(frames: Array, out_dir: Path) -> list[dict[str, Any]]:
+    """Write each clip as mp4 + gif, as ``Pipeline.predict`` does: ``{"files": [...]}`` per
+    clip. The existing writer takes torch tensors, so the frames are wrapped (not computed)."""
+    import torch
+
+    from omnifuse.inference.video import check_formats
+    from omnifuse.inference.video import write_clips as write
+
+    paths = write(torch.from_numpy(frames), out_dir, check_formats(("mp4", "gif")))
+    return [{"files": [str(p) for p in row]} for row in paths]
 
 
 def fill_row(ids: Array, logits: Array, tokenizer: Any, mask_id: int, top_k: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from omnifuse.export.graphs import (
     ImageReconstructionGraph,
     MLMGraph,
     ProbabilitiesGraph,
+    VideoDecodeGraph,
     as_tuple,
     flatten,
     kv_names,
@@ -25,6 +26,7 @@ from omnifuse.export.graphs import (
 )
 from omnifuse.export.samples import processed_samples
 from omnifuse.heads.caption_decoder import CaptionDecoder
+from omnifuse.heads.video_prior import VideoPrior
 from omnifuse.models.builder import Processors
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives.functional import random_masking
@@ -36,8 +38,10 @@ from omnifuse.tasks import (
     MatchingTask,
     MLMTask,
     Task,
+    VideoTask,
 )
 from omnifuse.tasks.matching import MATCHING_CLASSES
+from omnifuse.tasks.video_generation import generator_head
 from omnifuse.types import Inputs
 
 SEQUENCE_AXES = {
@@ -79,10 +83,9 @@ def task_export(task: Task, model: MultimodalModel, processors: Processors) -> T
         return _masked_modeling(task, model)
     if isinstance(task, CaptioningTask):
         return _captioning(task, model, processors)
-    raise NotExportable(
-        f"task type {task.type_name!r} has no ONNX export (see docs/export.md: video generation "
-        "samples codes with torch's random generator and classifier-free guidance)"
-    )
+    if isinstance(task, VideoTask):
+        return _video(task, model, processors)
+    raise NotExportable(f"task type {task.type_name!r} has no ONNX export")
 
 
 def _inputs_spec(
@@ -246,12 +249,51 @@ def _captioning(task: CaptioningTask, model: MultimodalModel, processors: Proces
         "max_length": decoder.max_length,
         "num_layers": len(decoder.decoder.layers),
     }
-    return TaskExport([encoder_spec, decoder_step_spec(task.name, decoder, encoder_spec)], meta)
+    step = decoder_step_spec(f"{task.name}.decoder_step", "decoder_step", decoder, encoder_spec)
+    return TaskExport([encoder_spec, step], meta)
 
 
-def decoder_step_spec(task: str, decoder: CaptionDecoder, encoder: GraphSpec) -> GraphSpec:
-    """The decoder-step graph, sampled on the encoder graph's contexts with 2 and 5 cached
-    positions (so the past length is proven dynamic too)."""
+def _video(task: VideoTask, model: MultimodalModel, processors: Processors) -> TaskExport:
+    """Text condition, prior step (greedy codes in a numpy loop) and the VQ decoder."""
+    generator = generator_head(model, task.head, task.name)
+    inputs = task.predict_inputs or task.inputs
+    samples = processed_samples(processors, inputs)
+    condition = ContextGraph(model, flatten(samples[0])[0], task.head)
+    condition_spec = _inputs_spec(
+        f"{task.name}.condition", "condition", condition, samples, ("context", "context_mask")
+    )
+    prior = generator.prior
+    step = decoder_step_spec(f"{task.name}.prior_step", "prior_step", prior, condition_spec)
+    codes = [
+        torch.randint(
+            0, prior.codebook_size, (batch, prior.num_tokens), generator=_generator(batch)
+        )
+        for batch in (2, 3)
+    ]
+    decode = GraphSpec(
+        f"{task.name}.decode",
+        VideoDecodeGraph(generator),
+        ("codes",),
+        ("frames",),
+        ((codes[0],), (codes[1],)),
+        "decode",
+    )
+    decode.dynamic_axes = infer_dynamic_axes(decode)
+    meta = {
+        "inputs": sorted(inputs),
+        "head": task.head,
+        "bos_id": prior.bos_id,
+        "num_tokens": prior.num_tokens,
+        "guidance": generator.sampling.guidance,
+    }
+    return TaskExport([condition_spec, step, decode], meta)
+
+
+def decoder_step_spec(
+    name: str, role: str, decoder: CaptionDecoder | VideoPrior, encoder: GraphSpec
+) -> GraphSpec:
+    """The step graph of ``decoder``, sampled on the encoder graph's contexts with 2 and 5
+    cached positions (so the past length is proven dynamic too)."""
     layers = len(decoder.decoder.layers)
     samples = []
     for index, past in enumerate((2, 5)):
@@ -272,11 +314,11 @@ def decoder_step_spec(task: str, decoder: CaptionDecoder, encoder: GraphSpec) ->
     axes |= {name: {0: "batch", 2: "past_length"} for name in past_names}
     axes |= {name: {0: "batch", 2: "present_length"} for name in present_names}
     return GraphSpec(
-        f"{task}.decoder_step",
+        name,
         DecoderStepGraph(decoder),
         ("input_ids", "context", "context_mask", *past_names),
         ("logits", *present_names),
         (samples[0], samples[1]),
-        "decoder_step",
+        role,
         axes,
     )
