@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from export_helpers import NoTorch
 
 from omnifuse.errors import InferenceError
 from omnifuse.export import ATOL, OnnxPredictor
@@ -61,6 +62,17 @@ def test_onnx_predictions_match_pipeline(
     assert_close(want, got)
     if task in ("caption", "asr"):  # greedy captions are identical, not just close
         assert [p["text"] for p in got] == [p["text"] for p in want]
+
+
+@pytest.mark.parametrize("task", ["shape", "itc", "itm", "mlm", "mim", "caption", "asr", "answer"])
+def test_graph_execution_calls_no_torch(
+    task: str, predictor: OnnxPredictor, export_pipe: Pipeline, export_run: Path
+) -> None:
+    inputs = requests(export_run.parent / "data")[task]
+    feeds = predictor.process(task, **inputs)  # processors: still torch
+    with NoTorch():
+        got = predictor.run(task, feeds)
+    assert_close(export_pipe.predict(task, **inputs), got)
 
 
 def test_single_modality_embedding(predictor: OnnxPredictor, export_pipe: Pipeline) -> None:

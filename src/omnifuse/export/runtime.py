@@ -28,7 +28,10 @@ import onnxruntime as ort
 from omnifuse.errors import InferenceError
 
 MANIFEST = "manifest.json"
+VIDEO_TYPES = ("video_generation", "video_tokenizer")
 Array = npt.NDArray[Any]
+Feeds = dict[str, Array]
+"""Graph inputs by name (``"text.input_ids"``, ``"image.pixel_values"`` ...)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,8 @@ class OnnxPredictor:
         generate: Mapping[str, Any] | None = None,
         **inputs: Sequence[Any] | None,
     ) -> list[dict[str, Any]]:
-        """Predictions of ``task`` (default: the only exported task) on raw inputs.
+        """Predictions of ``task`` (default: the only exported task) on raw inputs:
+        :meth:`process`, :meth:`run`, and for video tasks write the clips to ``out_dir``.
 
         Args:
             task: an exported task.
@@ -197,24 +201,58 @@ class OnnxPredictor:
             InferenceError: an unknown task, missing or unexpected inputs, unsupported options.
         """
         name = self._find(task)
+        if self.manifest["tasks"][name]["type"] in VIDEO_TYPES and out_dir is None:
+            raise InferenceError(f"task {name!r} writes clips; pass an output directory (out_dir)")
+        predictions = self.run(name, self.process(name, **inputs), top_k, generate)
+        if out_dir is not None and any("frames" in p for p in predictions):
+            return write_clips(np.stack([p["frames"] for p in predictions]), Path(out_dir))
+        return predictions
+
+    def process(self, task: str | None = None, **inputs: Sequence[Any] | None) -> Feeds:
+        """Raw inputs -> the graphs' numpy inputs (``"modality.key"``). This is where torch is
+        still used: the run's processors, and a masked-modelling task's random patch mask.
+
+        Raises:
+            InferenceError: an unknown task, missing or unexpected inputs.
+        """
+        name = self._find(task)
         meta = self.manifest["tasks"][name]
         given = {m: list(v) for m, v in inputs.items() if v is not None}
         feeds = self._feeds(name, meta, given)
+        if meta["type"] == "masked_modeling":
+            from omnifuse.export.specs import image_token_mask  # torch's generator (see above)
+
+            batch = feeds["image.pixel_values"].shape[0]
+            ratio, seed = float(meta["mask_ratio"]), int(meta["mask_seed"])
+            mask = image_token_mask(batch, int(meta["num_patches"]), ratio, seed)
+            feeds["image.token_mask"] = mask.numpy()
+        return feeds
+
+    def run(
+        self,
+        task: str,
+        feeds: Mapping[str, Array],
+        top_k: int = 5,
+        generate: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run the graphs of ``task`` on processed ``feeds`` (from :meth:`process`) and
+        post-process with numpy; never calls torch. Video tasks give ``frames`` arrays
+        ``[T, 3, H, W]`` per prompt (``predict`` writes them)."""
+        name = self._find(task)
+        meta = self.manifest["tasks"][name]
         kind = meta["type"]
         if kind in ("classification", "matching"):
-            probs = self.session(name, "probabilities").run(None, feeds)[0]
+            probs = self.session(name, "probabilities").run(None, dict(feeds))[0]
             return [class_prediction(row, meta["class_names"]) for row in probs]
         if kind == "contrastive":
             return self._embed(name, meta, feeds)
         if kind == "mlm":
             return self._fill_mask(name, meta, feeds, top_k)
         if kind == "masked_modeling":
-            return self._reconstruct(name, meta, feeds)
+            return self._reconstruct(name, feeds)
         if kind == "captioning":
             return self._caption(name, meta, feeds)
-        if out_dir is None:
-            raise InferenceError(f"task {name!r} writes clips; pass an output directory (out_dir)")
-        return write_clips(self._frames(name, feeds, generate or {}), Path(out_dir))
+        return [{"frames": clip} for clip in self._frames(name, feeds, generate or {})]
 
     def _find(self, task: str | None) -> str:
         tasks = self.manifest["tasks"]
@@ -282,21 +320,9 @@ class OnnxPredictor:
             for row in range(ids.shape[0])
         ]
 
-    def _reconstruct(
-        self, name: str, meta: Mapping[str, Any], feeds: Mapping[str, Array]
-    ) -> list[dict[str, Any]]:
-        from omnifuse.export.specs import image_token_mask  # torch's generator (see above)
-
-        pixels = feeds["image.pixel_values"]
-        mask = image_token_mask(
-            pixels.shape[0],
-            int(meta["num_patches"]),
-            float(meta["mask_ratio"]),
-            int(meta["mask_seed"]),
-        ).numpy()
-        mse, masked = self.session(name, "reconstruction").run(
-            None, {"image.pixel_values": pixels, "image.token_mask": mask}
-        )
+    def _reconstruct(self, name: str, feeds: Mapping[str, Array]) -> list[dict[str, Any]]:
+        names = ("image.pixel_values", "image.token_mask")
+        mse, masked = self.session(name, "reconstruction").run(None, {n: feeds[n] for n in names})
         return [
             {"reconstruction_mse": float(m), "masked": int(c)}
             for m, c in zip(mse, masked, strict=True)
@@ -310,18 +336,6 @@ class OnnxPredictor:
         tokens = greedy_decode(self.session(name, "decoder_step"), context, context_mask, ids)
         tokenizer = self.processors["text"].tokenizer
         return [{"text": text} for text in decode_texts(tokenizer, tokens, ids.eos)]
-
-    def generate_frames(
-        self, task: str, text: Sequence[str], generate: Mapping[str, Any] | None = None
-    ) -> Array:
-        """Greedy clips ``[B, T, 3, H, W]`` in ``[0, 1]`` for ``text`` (not written to files).
-
-        Raises:
-            InferenceError: an unknown task, or sampling options other than greedy.
-        """
-        name = self._find(task)
-        feeds = self._feeds(name, self.manifest["tasks"][name], {"text": list(text)})
-        return self._frames(name, feeds, generate or {})
 
     def _frames(self, name: str, feeds: Mapping[str, Array], generate: Mapping[str, Any]) -> Array:
         meta = self.manifest["tasks"][name]
