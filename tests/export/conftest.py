@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+from export_helpers import build_video_run
 from typer.testing import CliRunner
 
 # The run builder lives with the inference tests (tests/ has no __init__.py files).
@@ -15,9 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 
 from tiny_run import build_tiny_run, one_thread
 
-import omnifuse
 from omnifuse.cli.main import app
-from omnifuse.config import load_config
 from omnifuse.inference import Pipeline
 
 
@@ -50,24 +48,7 @@ def export_pipe(export_run: Path) -> Pipeline:
     return Pipeline.load(export_run, device="cpu")
 
 
-VIDEO_HEAD = (
-    "model.heads={generator: {type: video_generator, source: text, tokenizer: {stage_dims: "
-    "[8, 16], temporal_downsample: 2, codebook_size: 16, code_dim: 8, num_res_blocks: 1}, "
-    "prior: {dim: 32, num_layers: 1, num_heads: 2}, sampling: {guidance: 2.0}}}"
-)
-
-
 @pytest.fixture(scope="session")
 def video_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny preset with a small video generator head (guidance 2) and a video_generation
-    task, untrained, saved as a run directory."""
-    overrides = [VIDEO_HEAD, "tasks={gen: {type: video_generation, head: generator}}"]
-    run = load_config("tiny", overrides)
-    model, processors = omnifuse.create_model("tiny", overrides)
-    run_dir = tmp_path_factory.mktemp("export-video") / "run"
-    run_dir.mkdir()
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(run.model_dump(mode="json"), sort_keys=False)
-    )
-    omnifuse.save(run_dir / "model", model, processors, run)
-    return run_dir
+    """The tiny preset with a small video generator head and a video_generation task."""
+    return build_video_run(tmp_path_factory.mktemp("export-video"))

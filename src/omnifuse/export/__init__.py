@@ -6,8 +6,9 @@ export_onnx("runs/shapes", "runs/shapes/onnx")     # graphs + manifest.json, par
 OnnxPredictor.load("runs/shapes/onnx").predict("shape", image=["cat.png"])
 """
 
-from omnifuse.export.onnx import ATOL, FRAMES_ATOL, ExportError, ExportReport, Parity, export_onnx
+from omnifuse.export.onnx import ATOL, FRAMES_ATOL, ExportReport, Parity, export_onnx
 from omnifuse.export.runtime import OnnxPredictor
+from omnifuse.export.specs import ExportError
 
 __all__ = [
     "ATOL",

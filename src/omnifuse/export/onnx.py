@@ -27,7 +27,7 @@ import yaml
 from omnifuse.errors import InferenceError
 from omnifuse.export.graphs import GraphSpec, as_tuple, context_of
 from omnifuse.export.runtime import MANIFEST, GreedyIds, greedy_decode, prior_greedy
-from omnifuse.export.specs import NotExportable, TaskExport, task_export
+from omnifuse.export.specs import ExportError, NotExportable, TaskExport, task_export
 from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.inference import Pipeline
@@ -43,10 +43,6 @@ greedy grid is one repeated code, and the VQ decoder's GroupNorms over such near
 activations magnify float rounding (2e-4 seen here; 3e-7 on random codes)."""
 OPSET = 17
 FORMAT_VERSION = 1
-
-
-class ExportError(InferenceError):
-    """An export that cannot be written or fails its parity check (the message says which)."""
 
 
 @dataclass

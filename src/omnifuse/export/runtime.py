@@ -131,6 +131,7 @@ class OnnxPredictor:
         manifest: its parsed manifest.
         processors: the run's processors, keyed by modality.
         providers: onnxruntime execution providers.
+        threads: intra-op threads per session (None: onnxruntime's default, every core).
     """
 
     def __init__(
@@ -139,16 +140,21 @@ class OnnxPredictor:
         manifest: Mapping[str, Any],
         processors: Mapping[str, Any],
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
         self.processors = processors
         self.providers = list(providers)
+        self.threads = threads
         self._sessions: dict[str, ort.InferenceSession] = {}
 
     @classmethod
     def load(
-        cls, directory: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)
+        cls,
+        directory: str | Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
     ) -> OnnxPredictor:
         """Load an ``omnifuse export --format onnx`` directory.
 
@@ -159,7 +165,8 @@ class OnnxPredictor:
         if not (path / MANIFEST).is_file():
             raise FileNotFoundError(f"{path} has no {MANIFEST}; run `omnifuse export` first")
         manifest = json.loads((path / MANIFEST).read_text())
-        return cls(path, manifest, rebuild_processors(path, manifest["encoders"]), providers)
+        processors = rebuild_processors(path, manifest["encoders"])
+        return cls(path, manifest, processors, providers, threads)
 
     @property
     def tasks(self) -> dict[str, str]:
@@ -173,6 +180,8 @@ class OnnxPredictor:
         if key not in self._sessions:
             options = ort.SessionOptions()
             options.log_severity_level = 3  # keep shape-inference notes off stderr
+            if self.threads is not None:
+                options.intra_op_num_threads = self.threads
             self._sessions[key] = ort.InferenceSession(
                 str(self.directory / key), options, providers=self.providers
             )

@@ -67,6 +67,10 @@ class NotExportable(InferenceError):
     """A task (type or configuration) that has no ONNX export; the message says why."""
 
 
+class ExportError(InferenceError):
+    """An export that cannot be written or fails its parity check (the message says which)."""
+
+
 def task_export(task: Task, model: MultimodalModel, processors: Processors) -> TaskExport:
     """The graphs and metadata of ``task``.
 
@@ -105,7 +109,7 @@ def _inputs_spec(
     ]
     if fixed:
         # Tracing would bake that length in and the parity check could not notice.
-        raise NotExportable(
+        raise ExportError(
             f"graph {name!r}: the two sample batches have the same length in {fixed}, so the "
             "sequence axis would not be exported as dynamic (is the tokenizer's max_length tiny?)"
         )
