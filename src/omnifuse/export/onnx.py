@@ -94,6 +94,8 @@ def export_onnx(
     selected = _select(pipe, tasks)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "onnx"
     out.mkdir(parents=True, exist_ok=True)
+    # A previous export's manifest would describe graphs this one overwrites, even if it fails.
+    (out / MANIFEST).unlink(missing_ok=True)
     report = ExportReport(out)
     exported_tasks: dict[str, Any] = {}
     for name, kind in selected.items():
