@@ -16,6 +16,7 @@ warm-up. Video generation is greedy on both sides (the ONNX export is greedy-onl
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def time_task(
     """(predict torch, predict onnx, graphs torch, graphs onnx) milliseconds."""
     video = task == "gen"
     options = PredictOptions(generate=GREEDY_VIDEO) if video else None
-    repeats = 3 if video or task in ("caption", "asr") else 10
+    repeats = 5 if video else 20
     generate = GREEDY_VIDEO if video else None
     clips = out / "clips" if video else None
     predict_torch = median_ms(lambda: pipe.predict(task, options, clips, **inputs), repeats)
@@ -119,6 +120,7 @@ def export_and_time(
 
 def main() -> None:
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tiny = build_tiny_run(root / "tiny")
@@ -137,7 +139,8 @@ def main() -> None:
             "*graphs* = the task's `predict` on processed tensors vs `OnnxPredictor.run` on the "
             "processed arrays. Greedy decoding on both sides; one thread each (torch and "
             f"onnxruntime), median of repeats. Machine: {machine()}, onnxruntime "
-            f"{onnxruntime_version()}.",
+            f"{onnxruntime_version()}. Load average {load:.1f} at the start (the cores are "
+            "shared with other jobs): absolute times are noisy, compare within a row.",
             "",
             f"Export time, parity checks included: tiny run {tiny_export}, video run "
             f"{video_export}.",
