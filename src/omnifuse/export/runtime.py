@@ -107,6 +107,7 @@ def _empty(info: Any, batch: int) -> Array:
 
 
 def softmax(logits: Array) -> Array:
+    """Softmax over the last axis (max-shifted, so large logits do not overflow)."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
 
