@@ -18,6 +18,7 @@ from omnifuse.cli.convert import app as convert_app
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.errors import cli_errors
 from omnifuse.cli.evaluate import evaluate as eval_command
+from omnifuse.cli.export import export as export_command
 from omnifuse.cli.plugins import add_plugin_commands
 from omnifuse.cli.predict import predict as predict_command
 from omnifuse.cli.train import train as train_command
@@ -39,6 +40,7 @@ app.add_typer(convert_app, name="convert")
 app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
+app.command("export")(export_command)
 
 out = Console(soft_wrap=True)
 

@@ -106,10 +106,12 @@ class MultiHeadAttention(nn.Module):
         """
         b, n, _ = x.shape
         static = context is not None
-        past = 0 if cache is None or static else cache.length
         q = self._split(self.q_proj(x))
         k, v = self._keys_values(x if context is None else context, cache, static)
         s = k.shape[2]
+        # Cached positions = keys minus new queries (the cache length before this step), read
+        # from the keys' shape rather than `cache.length` so a traced ONNX graph keeps it dynamic.
+        past = 0 if static else s - n
         allowed = _build_mask(b, n, s, past, key_mask, causal and not static, x.device)
         if allowed is None:
             out = F.scaled_dot_product_attention(
