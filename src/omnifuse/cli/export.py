@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from omnifuse.cli.predict import RunDirArg, inference_errors
+from omnifuse.cli.errors import cli_errors
+from omnifuse.cli.predict import RunDirArg
 from omnifuse.errors import InferenceError
 
 FORMATS = ("onnx", "hf")
@@ -27,7 +28,7 @@ TaskOpt = Annotated[
 ]
 
 
-@inference_errors
+@cli_errors
 def export(
     run_dir: RunDirArg,
     format: FormatOpt = "onnx",
