@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from omnifuse.config import ConfigError, load_config
 from omnifuse.data.card import CardError
@@ -51,13 +52,13 @@ def train(
             raise ConfigError(["--resume needs --run-dir (the run to continue)"])
         result = run_training(run, run_dir, resume)
     except DATA_ERRORS as exc:
-        err.print(f"[bold red]data error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]data error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except (ConfigError, MediaError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except NonFiniteLossError as exc:
-        err.print(f"[bold red]training stopped:[/] {exc}", highlight=False)
+        err.print(f"[bold red]training stopped:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     if result.model_dir is not None:
         out.print(

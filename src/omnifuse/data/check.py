@@ -28,6 +28,7 @@ from omnifuse.data.manifest import (
     MEDIA_FIELDS,
     Problem,
     Record,
+    empty_problem,
     iter_manifest,
     root_problems,
     validate_row,
@@ -197,6 +198,7 @@ def check_manifest(
         card = read_card(card_path) if card_path is not None else None
     types = card.types() if card is not None else None
     classes = card.classes() if card is not None else None
+    rows_before = report.rows
     for item in _rows(iter_manifest(path, types, classes), report, on_row):
         if isinstance(item, Problem):
             report.problems.append(item)
@@ -204,6 +206,8 @@ def check_manifest(
             report.problems.extend(outside)
         else:
             report.problems.extend(_check_media(item, str(path), media, report))
+    if report.rows == rows_before:
+        report.problems.append(empty_problem(str(path)))
     return report
 
 

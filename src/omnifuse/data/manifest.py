@@ -230,6 +230,11 @@ def root_problems(record: Record, source: str) -> list[Problem]:
     ]
 
 
+def empty_problem(source: str) -> Problem:
+    """The problem of a manifest without a single row (blank lines do not count)."""
+    return Problem(source, 0, None, "empty_manifest", "holds no rows (empty or only blank lines)")
+
+
 def iter_manifest(
     path: Path,
     types: Mapping[str, str] | None = None,

@@ -19,6 +19,7 @@ from omnifuse.data.manifest import (
     MEDIA_FIELDS,
     ManifestError,
     Record,
+    empty_problem,
     read_manifest,
     root_problems,
 )
@@ -90,6 +91,8 @@ class ManifestSource(Source):
         self.path = path
         types = card.types() if card is not None else None
         self.records = read_manifest(path, types)
+        if not self.records:
+            raise ManifestError([empty_problem(str(path))])
         if not allow_outside_root:
             problems = [p for r in self.records for p in root_problems(r, str(path))]
             if problems:
