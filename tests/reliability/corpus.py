@@ -686,7 +686,7 @@ def _manifest_cases() -> Iterator[Case]:
         ("invalid JSON", "m.jsonl:2"),
     )
     yield Case(
-        "manifest_empty_train", "manifest", "train", train_on([]), 1, ("empty_manifest", "m.jsonl")
+        "manifest_empty_train", "manifest", "train", train_on([]), 1, ("holds no rows", "m.jsonl")
     )
     yield Case(
         "manifest_no_id_train_ok",

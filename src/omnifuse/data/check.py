@@ -104,9 +104,10 @@ def probe_video(source: MediaSource) -> tuple[str, str]:
             if not container.streams.video:
                 return "corrupt_video", "no video stream in file"
             context = container.streams.video[0].codec_context
-            if max(context.width or 0, context.height or 0) > DEFAULT_MAX_RESOLUTION:
+            width, height = getattr(context, "width", 0) or 0, getattr(context, "height", 0) or 0
+            if max(width, height) > DEFAULT_MAX_RESOLUTION:
                 return "too_large", (
-                    f"video frames are {context.width}x{context.height}, larger than "
+                    f"video frames are {width}x{height}, larger than "
                     f"video.processor.max_resolution={DEFAULT_MAX_RESOLUTION} (default)"
                 )
             for _ in container.decode(video=0):

@@ -69,6 +69,11 @@ def _check_header(path: Path, rate: int, channels: int) -> None:
         raise MediaError(path, f"{channels} channels; at most {MAX_CHANNELS} are read")
 
 
+def _read_limit(max_seconds: float, rate: int) -> int:
+    """Source samples needed for ``max_seconds``, plus 10 ms of context for the resampler."""
+    return math.ceil(max_seconds * rate) + rate // 100
+
+
 def _read_file(path: Path, max_seconds: float) -> tuple[npt.NDArray[Any], int]:
     """Decode at most ``max_seconds`` (plus 10 ms of context for the resampler) of a file.
 
@@ -83,7 +88,7 @@ def _read_file(path: Path, max_seconds: float) -> tuple[npt.NDArray[Any], int]:
         with sf.SoundFile(path) as f:
             rate = int(f.samplerate)
             _check_header(path, rate, int(f.channels))
-            limit = math.ceil(max_seconds * rate) + rate // 100
+            limit = _read_limit(max_seconds, rate)
             return f.read(frames=limit, dtype="float32", always_2d=True), rate
     except MediaError:
         raise
@@ -130,7 +135,9 @@ class AudioProcessor(Processor[Tensor]):
         samples, rate = self._decode(raw)
         if samples.size == 0:
             raise MediaError(source, "audio has no samples")
-        mono = _mixdown(samples, source)
+        # Cut before resampling: at a low source rate a short array is a long clip, and
+        # resampling all of it first would allocate what max_seconds is there to bound.
+        mono = _mixdown(samples, source)[: _read_limit(self.config.max_seconds, rate)]
         if not np.isfinite(mono).all():
             raise MediaError(source, "audio contains NaN or infinite samples")
         if rate != self.config.sample_rate:
@@ -145,6 +152,8 @@ class AudioProcessor(Processor[Tensor]):
         samples, rate = raw
         if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
             raise MediaError(ARRAY_SOURCE, f"sample_rate must be a positive int, got {rate!r}")
+        if rate > MAX_SAMPLE_RATE:
+            raise MediaError(ARRAY_SOURCE, f"sample_rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz")
         return np.asarray(samples), int(rate)
 
     @property

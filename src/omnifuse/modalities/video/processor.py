@@ -123,10 +123,13 @@ class VideoLimits:
 
 
 def stream_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of the first video stream, from its metadata (nothing decoded)."""
+    """``(width, height)`` of the first video stream from its metadata (nothing decoded); 0
+    when the metadata does not say."""
     with _open(path) as container:
+        # A damaged header can leave no codec context: size unknown (0), decoding then fails
+        # with its own error.
         context = container.streams.video[0].codec_context
-        return int(context.width or 0), int(context.height or 0)
+        return int(getattr(context, "width", 0) or 0), int(getattr(context, "height", 0) or 0)
 
 
 def decode_video(
