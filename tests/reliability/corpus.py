@@ -67,6 +67,7 @@ class Case:
         needles: substrings the message must contain (``{dir}`` is the case directory).
         raises: for callables: the exception type names that count as a clear error (empty:
             the call must succeed, and a returned ``False`` counts as silent).
+        hostile: a bad input although the call must succeed (see :attr:`valid_input`).
     """
 
     name: str
@@ -76,6 +77,13 @@ class Case:
     exit_code: int = 2
     needles: tuple[str, ...] = ()
     raises: tuple[str, ...] = ()
+    hostile: bool = False
+
+    @property
+    def valid_input(self) -> bool:
+        """An awkward but valid input that must be accepted (``hostile``: a bad input whose
+        check is a returned ``True``, e.g. that a pickle never ran)."""
+        return self.exit_code == 0 and not self.raises and not self.hostile
 
 
 @dataclass
@@ -550,6 +558,7 @@ def _audio_cases() -> Iterator[Case]:
         "audio",
         "processor",
         processor_call("audio", good["10_minutes"], max_seconds=2.0),
+        0,
     )
     yield Case(
         "audio_10_minutes_check_ok", "audio", "data check", check("audio", good["10_minutes"]), 0
@@ -866,7 +875,7 @@ def _run_cases() -> Iterator[Case]:
         ("YAML syntax error",),
     )
     yield Case("run_pickle_ckpt_resume", "run", "train", pickled_ckpt, 2, ("last.ckpt",))
-    yield Case("run_pickle_never_unpickled", "run", "train", resume_then_look)
+    yield Case("run_pickle_never_unpickled", "run", "train", resume_then_look, 0, hostile=True)
     yield Case(
         "run_unknown_task",
         "run",
@@ -875,6 +884,8 @@ def _run_cases() -> Iterator[Case]:
         2,
         ("unknown task", RUN_TASK),
     )
+
+    yield from _eval_cases()
 
     def eval_bad_data(d: Path, env: Env) -> list[Any]:
         path = write_rows(d / "m.jsonl", [{"image": "none.png", "label": "apple"}])
@@ -891,6 +902,38 @@ def _run_cases() -> Iterator[Case]:
         ]
 
     yield Case("run_eval_missing_media", "run", "eval", eval_bad_data, 2, ("none.png",))
+
+
+def eval_on(rows: list[Any]) -> Callable[[Path, Env], list[Any]]:
+    """``omnifuse eval RUN --data M.jsonl`` (a real image ``a.png`` beside the manifest)."""
+
+    def build(d: Path, env: Env) -> list[Any]:
+        media.png(d / "a.png")
+        path = write_rows(d / "m.jsonl", rows)
+        return ["eval", env.run, "--data", path, "--device", "cpu", "--no-plots", "--out", d / "e"]
+
+    return build
+
+
+def _eval_cases() -> Iterator[Case]:
+    good = {"image": "a.png", "label": "apple"}
+    yield Case("eval_invalid_json", "manifest", "eval", eval_on([good, "{"]), 1, ("m.jsonl:2",))
+    yield Case("eval_empty_manifest", "manifest", "eval", eval_on([]), 1, ("holds no rows",))
+    yield Case(
+        "eval_traversal",
+        "path",
+        "eval",
+        eval_on([{"image": "../../../etc/passwd", "label": "apple"}]),
+        1,
+        ("outside_root", "allow_outside_root"),
+    )
+
+    def truncated_image(d: Path, env: Env) -> list[Any]:
+        media.truncated(d / "t.png", media.png(d / "f.png", (64, 64)))
+        return eval_on([{"image": "t.png", "label": "apple"}])(d, env)
+
+    yield Case("eval_truncated_image", "image", "eval", truncated_image, 2, ("t.png",))
+    yield Case("eval_no_id_ok", "manifest", "eval", eval_on([good, good]), 0)
 
 
 def _device_cases() -> Iterator[Case]:
@@ -962,7 +1005,63 @@ def _api_cases() -> Iterator[Case]:
         "api",
         "Pipeline",
         pipe_call(image=lambda d: media.png(d / "a.png")),
+        0,
     )
+    yield Case(
+        "api_directory_image",
+        "api",
+        "Pipeline",
+        pipe_call(image=lambda d: _mkdir(d / "dir.png")),
+        needles=("dir.png", "directory"),
+        raises=("MediaError",),
+    )
+    yield Case(
+        "api_video_over_max_frames",
+        "api",
+        "Pipeline",
+        pipe_call(video=lambda d: __import__("numpy").zeros((60_000, 1, 1, 3), "uint8")),
+        needles=("max_frames", "60,000"),
+        raises=("MediaError",),
+    )
+
+    def not_a_list(d: Path, env: Env) -> Callable[[], Any]:
+        def call() -> Any:
+            from omnifuse.inference import Pipeline
+
+            return Pipeline.load(env.run, "cpu").predict(RUN_TASK, text="a single string")
+
+        return call
+
+    yield Case(
+        "api_text_not_a_list",
+        "api",
+        "Pipeline",
+        not_a_list,
+        needles=("list",),
+        raises=("InferenceError",),
+    )
+
+    def bad_device(d: Path, env: Env) -> Callable[[], Any]:
+        def call() -> Any:
+            from omnifuse.inference.devices import parse_device
+
+            return parse_device("tpu9")
+
+        return call
+
+    yield Case(
+        "api_bad_device",
+        "api",
+        "Pipeline",
+        bad_device,
+        needles=("tpu9",),
+        raises=("InferenceError",),
+    )
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def all_cases() -> list[Case]:
