@@ -937,7 +937,9 @@ def _eval_cases() -> Iterator[Case]:
 
 
 def _device_cases() -> Iterator[Case]:
-    for device in ("cuda", "tpu9", "cuda:7"):
+    # "cuda" is refused on CPU-only torch; on a CUDA machine an absent index stands in for it.
+    cuda = "cuda:99" if __import__("torch").cuda.is_available() else "cuda"
+    for device in (cuda, "tpu9", "cuda:7"):
 
         def build(d: Path, env: Env, device: str = device) -> list[Any]:
             return ["predict", env.run, "--text", "x", "--device", device]
@@ -945,6 +947,15 @@ def _device_cases() -> Iterator[Case]:
         yield Case(
             f"device_{device}_predict", "device", "predict", build, 2, (device, "valid devices")
         )
+
+    def train_gpu(d: Path, env: Env) -> list[Any]:
+        if __import__("torch").cuda.is_available():
+            return ["config", "validate", "tiny"]  # a GPU machine: the refusal does not apply
+        args = train_on([{"image": "a.png", "label": "apple"}], ("training.accelerator=gpu",))
+        return args(d, env)
+
+    no_gpu = "" if __import__("torch").cuda.is_available() else "training.accelerator"
+    yield Case("device_gpu_train", "device", "train", train_gpu, 2 if no_gpu else 0, (no_gpu,))
 
     def eval_device(d: Path, env: Env) -> list[Any]:
         return ["eval", env.run, "--device", "tpu9", "--out", d / "eval"]

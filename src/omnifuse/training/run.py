@@ -161,10 +161,17 @@ def build_strategy(training: TrainingConfig) -> Strategy | str:
     other tasks' heads without gradients.
 
     Raises:
-        ConfigError: fsdp or deepspeed without GPUs, deepspeed not installed, or PCGrad with a
-            sharding strategy.
+        ConfigError: accelerator gpu, fsdp or deepspeed without GPUs, deepspeed not installed,
+            or PCGrad with a sharding strategy.
     """
     kind = training.strategy
+    if training.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError(
+            [
+                "training.accelerator: 'gpu' but this machine's torch sees no CUDA device "
+                f"(torch {torch.__version__}); use 'cpu' or 'auto'"
+            ]
+        )
     if kind in ("fsdp", "deepspeed"):
         _check_sharded(training)
         if kind == "fsdp":
