@@ -308,12 +308,16 @@ def manifest(rows: list[Any], card: dict[str, Any] | None = None) -> Callable[[P
     return build
 
 
-def train_on(rows: list[Any], extra: tuple[str, ...] = ()) -> Callable[[Path, Env], Any]:
-    """``omnifuse train train.yaml data.train=M.jsonl --run-dir DIR/run`` (a copy of the plain
-    dataset's image next to the manifest)."""
+def train_on(
+    rows: list[Any], extra: tuple[str, ...] = (), card: dict[str, Any] | None = None
+) -> Callable[[Path, Env], Any]:
+    """``omnifuse train train.yaml data.train=M.jsonl --run-dir DIR/run`` (a real image
+    ``a.png`` and, if given, ``card`` next to the manifest)."""
 
     def build(d: Path, env: Env) -> list[Any]:
         media.png(d / "a.png", size=(32, 32))
+        if card is not None:
+            (d / "card.yaml").write_text(yaml.safe_dump(card))
         path = write_rows(d / "m.jsonl", rows)
         overrides = [f"data.train={path}", f"data.val={path}", *extra]
         return ["train", env.train_config, *overrides, "--run-dir", d / "run"]
@@ -693,6 +697,21 @@ def _manifest_cases() -> Iterator[Case]:
         train_on([{"image": "a.png", "label": "apple"}, "{oops"]),
         1,
         ("invalid JSON", "m.jsonl:2"),
+    )
+    fruit_card = {
+        "name": "fruit",
+        "fields": {
+            "image": {"type": "image"},
+            "label": {"type": "class", "classes": list(CLASSES)},
+        },
+    }
+    yield Case(
+        "manifest_unknown_label_train",
+        "manifest",
+        "train",
+        train_on([{"image": "a.png", "label": "zebra"}], card=fruit_card),
+        2,
+        ("m.jsonl:1", "zebra", "not a card class"),
     )
     yield Case(
         "manifest_empty_train", "manifest", "train", train_on([]), 1, ("holds no rows", "m.jsonl")
