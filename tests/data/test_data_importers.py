@@ -27,10 +27,18 @@ def _rows(path: Path) -> list[dict[str, object]]:
 
 
 def _assert_consistent(out: Path) -> None:
-    """Card matches the manifests and every media file opens."""
+    """Card matches the manifests and every media file opens (imports without --copy reference
+    media outside ``out``, which needs the opt-in; without it they are refused)."""
     card = read_card(out / "card.yaml")
     assert validate_card(card, out) == []
-    assert check_dataset(out).ok
+    assert check_dataset(out, allow_outside_root=True).ok
+    copied = all(not p.startswith("..") for p in _media_paths(out))
+    assert check_dataset(out).ok == copied
+
+
+def _media_paths(out: Path) -> list[str]:
+    rows = [r for manifest in out.glob("*.jsonl") for r in _rows(manifest)]
+    return [str(r[m]) for r in rows for m in ("image", "audio", "video") if r.get(m)]
 
 
 def test_coco_captions(tmp_path: Path, media: Media) -> None:

@@ -17,7 +17,14 @@ from omnifuse.data.card import (
     validate_card,
     write_card,
 )
-from omnifuse.data.manifest import ManifestError, Problem, Record, iter_manifest, read_manifest
+from omnifuse.data.manifest import (
+    ManifestError,
+    Problem,
+    Record,
+    iter_manifest,
+    read_manifest,
+    root_problems,
+)
 
 
 def test_valid_manifest_resolves_media_relative_to_its_directory(tmp_path: Path) -> None:
@@ -39,7 +46,6 @@ def test_valid_manifest_resolves_media_relative_to_its_directory(tmp_path: Path)
     [
         ('{"id": "a", "text": "ok"', None, "invalid_json", "invalid JSON"),
         ('["a"]', None, "not_object", "JSON object"),
-        ('{"text": "no id"}', "id", "missing_id", "required"),
         ('{"id": 7}', "id", "wrong_type", "non-empty string"),
         ('{"id": "a", "text": "   "}', "text", "empty_text", "empty"),
         ('{"id": "a", "text": 5}', "text", "wrong_type", "must be a string"),
@@ -61,6 +67,36 @@ def test_each_invalid_line_is_reported_with_line_and_field(
     assert text in problem.message
     where = f"{manifest}:2: {field}: " if field else f"{manifest}:2: "
     assert where in str(info.value)
+
+
+def test_rows_without_id_get_a_stable_id(tmp_path: Path) -> None:
+    rows = ['{"text": "no id"}', '{"text": "no id"}', '{"id": "x", "text": "has one"}']
+    first = [r.id for r in read_manifest(write_jsonl(tmp_path / "a.jsonl", rows))]
+    again = [r.id for r in read_manifest(write_jsonl(tmp_path / "b.jsonl", rows))]
+    assert first == again  # the same rows give the same ids wherever the manifest lives
+    assert first[0].startswith("L1-") and first[1].startswith("L2-") and first[2] == "x"
+
+
+def test_bom_and_non_utf8_lines(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "ok"}\n{"id": "b", "text": "\xff"}\n')
+    items = list(iter_manifest(manifest))
+    assert isinstance(items[0], Record) and items[0].id == "a"
+    assert isinstance(items[1], Problem) and (items[1].line, items[1].kind) == (2, "not_utf8")
+
+
+def test_paths_leaving_the_manifest_dir_are_outside_root(tmp_path: Path) -> None:
+    (tmp_path / "d" / "img").mkdir(parents=True)
+    (tmp_path / "d" / "link.png").symlink_to(tmp_path / "secret.png")
+    rows = [
+        {"id": "a", "image": "img/../img/x.png"},
+        {"id": "b", "image": "../../etc/passwd"},
+        {"id": "c", "image": "link.png"},
+    ]
+    records = read_manifest(write_jsonl(tmp_path / "d" / "m.jsonl", rows))
+    outside = [p for r in records for p in root_problems(r, "m.jsonl")]
+    assert [(p.line, p.kind) for p in outside] == [(2, "outside_root"), (3, "outside_root")]
+    assert "data.allow_outside_root" in outside[0].message
 
 
 def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:

@@ -106,6 +106,11 @@ def import_(
     summary = import_dataset(fmt.value, src, out_dir, media_root, options)
     sizes = ", ".join(f"{split}: {n}" for split, n in summary.splits.items())
     out.print(f"[green]imported[/] {fmt.value} from {src} -> {summary.card.parent} ({sizes})")
+    if not copy:
+        out.print(
+            "media are referenced outside the dataset directory: train with "
+            "data.allow_outside_root: true and check with --allow-outside-root (or use --copy)"
+        )
     for reason, count in summary.skipped.items():
         out.print(f"[yellow]left out[/] {count} {reason}")
 
@@ -116,12 +121,17 @@ def shard(
     manifest: Annotated[Path, typer.Argument(help="JSONL manifest to pack.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output shard directory.")],
     shard_size: Annotated[int, typer.Option(help="Samples per tar shard.")] = 1000,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Pack media paths that resolve outside the manifest's dir.")
+    ] = False,
 ) -> None:
     """Pack MANIFEST and its media into WebDataset tar shards + index.json + card.yaml."""
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
     with _progress("sharding", None) as advance:
-        index = write_shards(manifest, out_dir, shard_size, on_sample=advance)
+        index = write_shards(
+            manifest, out_dir, shard_size, on_sample=advance, allow_outside_root=allow_outside_root
+        )
     out.print(
         f"[green]wrote[/] {index.num_samples} samples in {len(index.shards)} shard(s) to {out_dir}"
     )
@@ -152,10 +162,13 @@ def check(
         bool, typer.Option(help="Open every media file (--no-media: existence only).")
     ] = True,
     show: Annotated[int, typer.Option(help="Examples listed per problem kind.")] = 3,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Accept media paths that resolve outside the manifest's dir.")
+    ] = False,
 ) -> None:
     """Validate every row of PATH and open its media; exit 1 if anything is wrong."""
     with _progress("checking", None) as advance:
-        report = check_path(path, media=media, on_row=advance)
+        report = check_path(path, media, advance, allow_outside_root)
     print_report(report, show)
     if not report.ok:
         raise typer.Exit(1)

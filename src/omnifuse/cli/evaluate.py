@@ -65,6 +65,7 @@ def evaluate(
     from omnifuse.evaluation import EvalOptions
     from omnifuse.evaluation import evaluate as run_evaluation
     from omnifuse.evaluation.report import metric_rows
+    from omnifuse.inference.devices import parse_device
 
     options = EvalOptions(
         max_samples=max_samples,
@@ -74,7 +75,7 @@ def evaluate(
         plots=plots,
         drop_modalities=tuple(drop or ()),
     )
-    report = run_evaluation(run_dir, data, split, out_dir, options, device, judge)
+    report = run_evaluation(run_dir, data, split, out_dir, options, parse_device(device), judge)
     table = Table(title=f"{run_dir} ({split})")
     for column in ("task", "metric", "value"):
         table.add_column(column)

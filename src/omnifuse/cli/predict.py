@@ -65,6 +65,7 @@ def predict(
     mlm -> filled masks; masked modelling -> reconstruction error; video generation -> files.
     """
     from omnifuse.inference import Pipeline
+    from omnifuse.inference.devices import parse_device
     from omnifuse.inference.runs import find_task
 
     options = DecodingOptions(
@@ -75,7 +76,7 @@ def predict(
         max_length=max_length,
         seed=seed,
     )
-    pipe = Pipeline.load(run_dir, device)
+    pipe = Pipeline.load(run_dir, parse_device(device))
     name = find_task(pipe.config, task, None, "predict")
     inputs: dict[str, list[Any] | None] = {"image": image, "text": text}
     inputs |= {"audio": audio, "video": video}

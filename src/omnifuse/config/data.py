@@ -40,6 +40,12 @@ class DataConfig(StrictModel):
         description="Manifest field fed to the text encoder (e.g. `question` for VQA, so the "
         "model reads the question while `answer` is the target).",
     )
+    allow_outside_root: bool = Field(
+        default=False,
+        description="Accept manifest media paths that resolve outside the manifest's directory "
+        "(`..`, symlinks leaving it), e.g. media imported without --copy. Off: such rows are "
+        "refused, so a dataset cannot make omnifuse read arbitrary files.",
+    )
     batch_size: int = Field(default=16, gt=0)
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
     cache_mb: int = Field(

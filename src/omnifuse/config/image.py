@@ -80,8 +80,23 @@ class FrameConfig(StrictModel):
         return self
 
 
+DEFAULT_MAX_PIXELS = 100_000_000
+"""100 megapixels: above Pillow's own bomb warning (89 MP), far above any photo a model reads."""
+
+
 class ImageProcessorConfig(FrameConfig):
-    """Resize the shorter side to ``resize_size``, centre-crop ``image_size``, normalise."""
+    """Resize the shorter side to ``resize_size``, centre-crop ``image_size``, normalise.
+
+    ``max_pixels`` bounds what a file may decode to: it is checked against the header's size
+    before the pixel data is read, so a decompression bomb is refused without allocating it.
+    """
+
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Refuse image files whose header declares more pixels (width x height) "
+        "than this, before decoding them (decompression bombs).",
+    )
 
 
 class ViTConfig(TransformerDims):

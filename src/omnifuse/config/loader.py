@@ -9,6 +9,7 @@ and the valid choices (or the closest valid key), e.g.::
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -134,13 +135,21 @@ def _explain_one(error: Any, data: Any, root: type[BaseModel]) -> str:
             f"valid choices: {ctx['expected_tags']}"
         )
     if kind == "literal_error":
-        return f"{path}: {value!r} is not a valid choice; valid choices: {ctx['expected']}"
+        valid = ctx["expected"]
+        return f"{path}: {_short_repr(value)} is not a valid choice; valid choices: {valid}"
     if kind == "missing":
         return f"{path}: required field is missing"
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind == "value_error":
         return f"{path}: {msg}" if loc else msg
-    return f"{path}: {msg} (got {value!r})"
+    return f"{path}: {msg} (got {_short_repr(value)})"
+
+
+def _short_repr(value: Any) -> str:
+    """A bounded repr: a YAML alias bomb expands to billions of items, a full repr never ends."""
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 2, 4, 4, 60
+    return short.repr(value)
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[list[Any], Any]:

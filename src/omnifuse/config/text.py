@@ -24,6 +24,12 @@ class TokenizerConfig(StrictModel):
     path: Path | None = Field(default=None, description="tokenizer.json file or HF tokenizer dir.")
     corpus: list[Path] = Field(default_factory=list, description="Text files to train on.")
     max_length: int = Field(default=64, gt=1, description="Truncate longer texts (tokens).")
+    max_chars: int = Field(
+        default=100_000,
+        gt=0,
+        description="Refuse texts longer than this many characters before tokenizing them "
+        "(tokens past max_length are dropped anyway; this bounds the tokenizer's work).",
+    )
     lowercase: bool = True
 
     @model_validator(mode="after")

@@ -19,6 +19,18 @@ class VideoProcessorConfig(FrameConfig):
     """
 
     num_frames: int = Field(default=8, gt=0)
+    max_frames: int = Field(
+        default=54_000,
+        gt=0,
+        description="Refuse videos whose stream holds more frames (30 min at 30 fps), checked "
+        "from the container metadata (or a demux-only count) before any frame is decoded.",
+    )
+    max_resolution: int = Field(
+        default=4096,
+        gt=0,
+        description="Refuse videos whose frames are wider or taller than this many pixels, "
+        "checked from the stream metadata before decoding (4096 admits 4K UHD).",
+    )
 
 
 class TubeletViTConfig(TransformerDims):

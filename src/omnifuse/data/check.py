@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omnifuse.config.image import ImageProcessorConfig
+from omnifuse.config.video import VideoProcessorConfig
 from omnifuse.data.card import (
     CARD_NAME,
     CardError,
@@ -22,8 +24,22 @@ from omnifuse.data.card import (
     read_card,
     validate_card,
 )
-from omnifuse.data.manifest import MEDIA_FIELDS, Problem, Record, iter_manifest, validate_row
+from omnifuse.data.manifest import (
+    MEDIA_FIELDS,
+    Problem,
+    Record,
+    empty_problem,
+    iter_manifest,
+    root_problems,
+    validate_row,
+)
 from omnifuse.data.shards import ShardSample, find_index, iter_shard, read_index, verify_shards
+
+AUDIO_BLOCK = 1 << 16
+"""Frames decoded at a time when checking audio."""
+
+DEFAULT_MAX_PIXELS = ImageProcessorConfig.model_fields["max_pixels"].default
+DEFAULT_MAX_RESOLUTION = VideoProcessorConfig.model_fields["max_resolution"].default
 
 MediaSource = Path | bytes
 """A media file on disk, or its bytes (as stored in a shard)."""
@@ -39,6 +55,11 @@ def probe_image(source: MediaSource) -> tuple[str, str]:
 
     try:
         with Image.open(_opened(source)) as image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                return "too_large", (
+                    f"image is {image.width}x{image.height}, more than "
+                    f"image.processor.max_pixels={DEFAULT_MAX_PIXELS:,} (default); not decoded"
+                )
             image.verify()
         with Image.open(_opened(source)) as image:
             image.load()
@@ -53,14 +74,20 @@ def probe_audio(source: MediaSource) -> tuple[str, str]:
     Returns:
         ``(kind, reason)``; empty strings when the clip is fine.
     """
+    import numpy as np
     import soundfile as sf
 
-    try:
-        samples, _ = sf.read(_opened(source), dtype="float32", always_2d=True)
+    frames, finite = 0, True
+    try:  # in blocks: the whole file is decoded (truncation shows) but never held in memory
+        for block in sf.blocks(_opened(source), blocksize=AUDIO_BLOCK, dtype="float32"):
+            frames += len(block)
+            finite = finite and bool(np.isfinite(block).all())
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
         return "corrupt_audio", f"cannot decode audio: {_short(err)}"
-    if samples.shape[0] == 0:
+    if frames == 0:
         return "empty_audio", "audio has no samples (zero length)"
+    if not finite:
+        return "corrupt_audio", "audio contains NaN or infinite samples"
     return "", ""
 
 
@@ -76,6 +103,13 @@ def probe_video(source: MediaSource) -> tuple[str, str]:
         with av.open(_opened(source), mode="r") as container:
             if not container.streams.video:
                 return "corrupt_video", "no video stream in file"
+            context = container.streams.video[0].codec_context
+            width, height = getattr(context, "width", 0) or 0, getattr(context, "height", 0) or 0
+            if max(width, height) > DEFAULT_MAX_RESOLUTION:
+                return "too_large", (
+                    f"video frames are {width}x{height}, larger than "
+                    f"video.processor.max_resolution={DEFAULT_MAX_RESOLUTION} (default)"
+                )
             for _ in container.decode(video=0):
                 return "", ""
     except Exception as err:  # PyAV raises FFmpegError subclasses, OSError, ValueError ...
@@ -101,6 +135,8 @@ def _short(err: Exception) -> str:
 
 def probe_media(modality: str, path: Path) -> tuple[str, str]:
     """Check that ``path`` exists and decodes as ``modality``; returns ``(kind, reason)``."""
+    if path.is_dir():
+        return f"corrupt_{modality}", "is a directory, not a file"
     if not path.is_file():
         return "missing_file", "file not found"
     if path.stat().st_size == 0:
@@ -143,6 +179,7 @@ def check_manifest(
     media: bool = True,
     report: CheckReport | None = None,
     on_row: Callable[[], None] | None = None,
+    allow_outside_root: bool = False,
 ) -> CheckReport:
     """Validate every row of one manifest and (with ``media``) open every referenced file.
 
@@ -152,6 +189,8 @@ def check_manifest(
         media: Open media files (False: only check that they exist).
         report: Report to add to (to check several manifests into one).
         on_row: Called after each row (progress display).
+        allow_outside_root: Accept media paths resolving outside the manifest's directory
+            (otherwise they are ``outside_root`` problems and are never opened).
     """
     report = report if report is not None else CheckReport()
     report.manifests.append(str(path))
@@ -160,11 +199,16 @@ def check_manifest(
         card = read_card(card_path) if card_path is not None else None
     types = card.types() if card is not None else None
     classes = card.classes() if card is not None else None
+    rows_before = report.rows
     for item in _rows(iter_manifest(path, types, classes), report, on_row):
         if isinstance(item, Problem):
             report.problems.append(item)
+        elif not allow_outside_root and (outside := root_problems(item, str(path))):
+            report.problems.extend(outside)
         else:
             report.problems.extend(_check_media(item, str(path), media, report))
+    if report.rows == rows_before:
+        report.problems.append(empty_problem(str(path)))
     return report
 
 
@@ -203,7 +247,10 @@ def _check_media(
 
 
 def check_dataset(
-    root: Path, media: bool = True, on_row: Callable[[], None] | None = None
+    root: Path,
+    media: bool = True,
+    on_row: Callable[[], None] | None = None,
+    allow_outside_root: bool = False,
 ) -> CheckReport:
     """Check a dataset directory: its card (if any) and every manifest it lists (or ``*.jsonl``).
 
@@ -230,7 +277,7 @@ def check_dataset(
                 )
             )
             continue
-        check_manifest(manifest, card, media, report, on_row)
+        check_manifest(manifest, card, media, report, on_row, allow_outside_root)
     if card is not None:  # split sizes and undeclared fields; missing manifests reported above
         card_level = validate_card(card, root, str(card_path))
         report.problems.extend(p for p in card_level if p.line == 0 and p.kind != "missing_file")
@@ -290,7 +337,10 @@ def _check_shard_sample(
 
 
 def check_path(
-    path: Path, media: bool = True, on_row: Callable[[], None] | None = None
+    path: Path,
+    media: bool = True,
+    on_row: Callable[[], None] | None = None,
+    allow_outside_root: bool = False,
 ) -> CheckReport:
     """Check a manifest file, a shard directory or a dataset directory.
 
@@ -301,10 +351,10 @@ def check_path(
     if find_index(path) is not None:
         return check_shards(path, media, on_row)
     if path.is_dir():
-        return check_dataset(path, media, on_row)
+        return check_dataset(path, media, on_row, allow_outside_root)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest or dataset directory at {path}")
-    return check_manifest(path, media=media, on_row=on_row)
+    return check_manifest(path, media=media, on_row=on_row, allow_outside_root=allow_outside_root)
 
 
 __all__ = [

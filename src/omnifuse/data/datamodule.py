@@ -67,7 +67,7 @@ def build_loader(
     if data.cache_mb > 0:
         MEDIA_CACHE.reserve(data.cache_mb * 2**20)
     dataset = StreamingDataset(
-        open_source(path, card),
+        open_source(path, card, data.allow_outside_root),
         SampleDecoder(
             processors,
             fields,

@@ -1,6 +1,7 @@
 """JSONL manifests: one sample per line, streamed and validated (errors name file, line, field).
 
-A manifest line is a JSON object with a unique ``id``, optional modality inputs (``text`` as a
+A manifest line is a JSON object with an optional unique ``id`` (rows without one get
+:func:`stable_id`: their line number and a hash of the row), optional modality inputs (``text`` as a
 string; ``image``/``audio``/``video`` as paths relative to the manifest's directory) and any
 number of target fields (``label``, ``caption``, ``captions``, ``answer`` ...). ``null`` means
 "absent" (e.g. a sample without audio).
@@ -8,6 +9,7 @@ number of target fields (``label``, ``caption``, ``captions``, ``answer`` ...). 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -176,9 +178,7 @@ def validate_row(
         return [(None, "not_object", f"line must be a JSON object, got {type(obj).__name__}")]
     problems: list[tuple[str | None, str, str]] = []
     sample_id = obj.get("id")
-    if sample_id is None:
-        problems.append(("id", "missing_id", "required field is missing"))
-    elif not isinstance(sample_id, str) or not sample_id:
+    if sample_id is not None and (not isinstance(sample_id, str) or not sample_id):
         problems.append(
             ("id", "wrong_type", f"must be a non-empty string, got {_describe(sample_id)}")
         )
@@ -192,6 +192,49 @@ def validate_row(
     return problems
 
 
+def stable_id(line: int, obj: Mapping[str, Any]) -> str:
+    """The id of a row without one: ``L<line>-<8 hex>``, the hex from the row's content.
+
+    Stable as long as the row and its line do not change, so ``data check``, ``train`` and
+    ``eval`` all name the sample alike; an explicit ``id`` always wins.
+    """
+    canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+    return f"L{line}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+def outside_root(root: Path, value: str) -> bool:
+    """Whether media path ``value`` (relative to ``root``) resolves outside ``root``.
+
+    Symlinks are followed, so a link inside the dataset that points elsewhere counts as
+    outside; ``..`` segments that stay inside do not.
+    """
+    base = root.resolve()
+    return not (base / value).resolve().is_relative_to(base)
+
+
+def root_problems(record: Record, source: str) -> list[Problem]:
+    """An ``outside_root`` problem per media path of ``record`` that leaves its directory."""
+    return [
+        Problem(
+            source,
+            record.line,
+            name,
+            "outside_root",
+            f"{record.data[name]!r} resolves outside the manifest's directory {record.root}; "
+            "set data.allow_outside_root: true (data check: --allow-outside-root) if you trust "
+            "this dataset",
+            str(record.root / record.data[name]),
+        )
+        for name in MEDIA_FIELDS
+        if isinstance(record.data.get(name), str) and outside_root(record.root, record.data[name])
+    ]
+
+
+def empty_problem(source: str) -> Problem:
+    """The problem of a manifest without a single row (blank lines do not count)."""
+    return Problem(source, 0, None, "empty_manifest", "holds no rows (empty or only blank lines)")
+
+
 def iter_manifest(
     path: Path,
     types: Mapping[str, str] | None = None,
@@ -199,30 +242,47 @@ def iter_manifest(
 ) -> Iterator[Record | Problem]:
     """Stream a manifest: a :class:`Record` per valid line, :class:`Problem` s for the others.
 
-    Blank lines are skipped; duplicate ids are reported on their second occurrence.
+    Blank lines and a UTF-8 byte-order mark are skipped; rows without an ``id`` get
+    :func:`stable_id`; duplicate ids are reported on their second occurrence.
     """
     source, root = str(path), path.parent
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
+    for number, raw in _lines(path):
+        if isinstance(raw, Problem):
+            yield raw
+            continue
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as err:
+            yield Problem(source, number, None, "invalid_json", f"invalid JSON: {err.msg}")
+            continue
+        found = validate_row(obj, types, classes)
+        for name, kind, message in found:
+            yield Problem(source, number, name, kind, message)
+        if found:
+            continue
+        sample_id = obj["id"] if obj.get("id") is not None else stable_id(number, obj)
+        first = seen.setdefault(sample_id, number)
+        if first != number:
+            message = f"duplicate id {sample_id!r} (first on line {first})"
+            yield Problem(source, number, "id", "duplicate_id", message)
+            continue
+        yield Record(sample_id, number, obj, root)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
+    """``(number, text)`` per line; a line that is not UTF-8 gives a ``not_utf8`` Problem."""
+    with path.open("rb") as handle:
+        for number, data in enumerate(handle, start=1):
+            if number == 1:
+                data = data.removeprefix(b"\xef\xbb\xbf")
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                yield Problem(source, number, None, "invalid_json", f"invalid JSON: {err.msg}")
-                continue
-            found = validate_row(obj, types, classes)
-            for name, kind, message in found:
-                yield Problem(source, number, name, kind, message)
-            if found:
-                continue
-            first = seen.setdefault(obj["id"], number)
-            if first != number:
-                message = f"duplicate id {obj['id']!r} (first on line {first})"
-                yield Problem(source, number, "id", "duplicate_id", message)
-                continue
-            yield Record(obj["id"], number, obj, root)
+                yield number, data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                message = f"not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r})"
+                yield number, Problem(str(path), number, None, "not_utf8", message)
 
 
 def read_manifest(

@@ -32,6 +32,7 @@ from omnifuse.data.manifest import (
     Problem,
     Record,
     read_manifest,
+    root_problems,
 )
 
 INDEX_NAME = "index.json"
@@ -183,6 +184,7 @@ def write_shards(
     shard_size: int,
     card: DatasetCard | None = None,
     on_sample: Callable[[], None] | None = None,
+    allow_outside_root: bool = False,
 ) -> ShardIndex:
     """Pack a manifest and its media into tar shards of ``shard_size`` samples, plus the index
     and a card.
@@ -193,6 +195,7 @@ def write_shards(
         shard_size: Samples per shard (the last shard may hold fewer).
         card: Field types/classes; default: ``card.yaml`` beside the manifest, else inferred.
         on_sample: Called after each sample (progress display).
+        allow_outside_root: Pack media paths that resolve outside the manifest's directory.
 
     Raises:
         ValueError: ``shard_size`` < 1.
@@ -205,6 +208,9 @@ def write_shards(
     records = read_manifest(
         manifest, card.types() if card else None, card.classes() if card else None
     )
+    outside = [p for r in records for p in root_problems(r, str(manifest))]
+    if outside and not allow_outside_root:
+        raise ManifestError(outside)
     if missing := _missing_media(manifest, records):
         raise ManifestError(missing)
     out.mkdir(parents=True, exist_ok=True)

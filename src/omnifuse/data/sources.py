@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from omnifuse.data.card import DatasetCard, find_card
-from omnifuse.data.manifest import MEDIA_FIELDS, Record, read_manifest
+from omnifuse.data.manifest import (
+    MEDIA_FIELDS,
+    ManifestError,
+    Record,
+    empty_problem,
+    read_manifest,
+    root_problems,
+)
 from omnifuse.data.shards import find_index, iter_shard, read_index
 
 Media = Path | tuple[bytes, str]
@@ -70,14 +77,26 @@ def _from_record(record: Record, source: str) -> RawSample:
 
 
 class ManifestSource(Source):
-    """A JSONL manifest read (and validated) up front; media are opened from disk."""
+    """A JSONL manifest read (and validated) up front; media are opened from disk.
+
+    Media paths that resolve outside the manifest's directory (``..``, symlinks) are refused
+    unless ``allow_outside_root`` (``data.allow_outside_root``).
+    """
 
     per_sample = True
 
-    def __init__(self, path: Path, card: DatasetCard | None = None) -> None:
+    def __init__(
+        self, path: Path, card: DatasetCard | None = None, allow_outside_root: bool = False
+    ) -> None:
         self.path = path
         types = card.types() if card is not None else None
         self.records = read_manifest(path, types)
+        if not self.records:
+            raise ManifestError([empty_problem(str(path))])
+        if not allow_outside_root:
+            problems = [p for r in self.records for p in root_problems(r, str(path))]
+            if problems:
+                raise ManifestError(problems)
 
     @property
     def unit_sizes(self) -> list[int]:
@@ -111,7 +130,9 @@ class ShardSource(Source):
             yield RawSample(str(row.get("id", sample.key)), fields, media, sample.source)
 
 
-def open_source(path: Path, card: DatasetCard | None = None) -> Source:
+def open_source(
+    path: Path, card: DatasetCard | None = None, allow_outside_root: bool = False
+) -> Source:
     """A :class:`ManifestSource` for a ``.jsonl`` file, a :class:`ShardSource` for a shard dir
     (or its index file).
 
@@ -119,7 +140,7 @@ def open_source(path: Path, card: DatasetCard | None = None) -> Source:
         FileNotFoundError: nothing usable at ``path`` (says what is expected).
     """
     if path.is_file() and path.suffix == ".jsonl":
-        return ManifestSource(path, card)
+        return ManifestSource(path, card, allow_outside_root)
     if find_index(path) is not None:
         return ShardSource(path)
     raise FileNotFoundError(

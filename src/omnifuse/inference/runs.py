@@ -18,6 +18,8 @@ from omnifuse.config.model import ModelConfig
 from omnifuse.config.run import RunConfig
 from omnifuse.config.tasks import task_problems, task_type
 from omnifuse.data.card import CardError, read_card
+from omnifuse.data.datamodule import resolve_card
+from omnifuse.data.manifest import ManifestError
 from omnifuse.data.sources import source_card
 from omnifuse.errors import InferenceError
 from omnifuse.tasks import task_class
@@ -214,22 +216,25 @@ def task_classes(config: RunConfig, name: str, num_classes: int) -> ClassNames:
 
 def card_classes(data: DataConfig, field: str, num_classes: int) -> ClassNames:
     """The classes the dataset card of ``data`` lists for ``field`` (if there are
-    ``num_classes`` of them)."""
+    ``num_classes`` of them).
+
+    Without a card file, the card is inferred from the manifests exactly as training inferred
+    it (:func:`~omnifuse.data.datamodule.resolve_card`: sorted label values), so a run trained
+    from plain JSONL reports its label names rather than indices.
+    """
     card_path = find_card_path(data)
-    if card_path is None:
-        return ClassNames(None, "no dataset card found (set data.card)")
+    where = str(card_path) if card_path is not None else "the card inferred from the manifests"
     try:
-        card = read_card(card_path)
-    except (CardError, FileNotFoundError) as err:
-        return ClassNames(None, f"unreadable dataset card: {err}")
+        card = read_card(card_path) if card_path is not None else resolve_card(data)
+    except (CardError, ManifestError, FileNotFoundError, ValueError) as err:
+        return ClassNames(None, f"no usable dataset card ({err}); set data.card")
     spec = card.fields.get(field)
     classes = None if spec is None else spec.classes
     if not classes:
-        return ClassNames(None, f"{card_path} lists no classes for field {field!r}")
+        return ClassNames(None, f"{where} lists no classes for field {field!r}")
     if len(classes) != num_classes:
         return ClassNames(
             None,
-            f"{card_path} lists {len(classes)} classes for {field!r} but the head has "
-            f"{num_classes}",
+            f"{where} lists {len(classes)} classes for {field!r} but the head has {num_classes}",
         )
     return ClassNames(tuple(classes))

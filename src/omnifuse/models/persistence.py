@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from omnifuse.config.loader import ConfigError, validate_config
+from omnifuse.config.loader import ConfigError, read_yaml, validate_config
 from omnifuse.config.run import RunConfig
 from omnifuse.models.builder import Processors, build_model
 from omnifuse.models.multimodal import MultimodalModel
@@ -82,17 +83,48 @@ def load(directory: str | Path) -> Pretrained:
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError([f"{path} is not an omnifuse model directory (no {CONFIG_FILE})"])
-    data = yaml.safe_load(config_file.read_text()) or {}
+    data = read_yaml(config_file)
     version = data.pop("format_version", FORMAT_VERSION)
-    if version > FORMAT_VERSION:
-        raise ConfigError([f"{path} was saved by a newer omnifuse (format {version})"])
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ConfigError(
+            [
+                f"{path} was saved by a newer omnifuse (format_version {version!r}; this one "
+                f"reads up to {FORMAT_VERSION}): upgrade omnifuse to load it"
+            ]
+        )
     config = validate_config(data, source=str(config_file))
     resolve_paths(config, path.resolve())
     model, processors = build_model(config.model, pretrained=False)
-    load_model(model, str(path / WEIGHTS_FILE), strict=True)
+    load_weights(model, path / WEIGHTS_FILE)
     for processor in processors.values():
         processor.eval()
     return Pretrained(model.eval(), processors, config)
+
+
+def load_weights(model: MultimodalModel, weights: Path) -> None:
+    """Load ``weights`` (safetensors only: nothing is unpickled) into ``model``, strictly.
+
+    Raises:
+        ConfigError: the file is missing, truncated or not safetensors, or its tensors do not
+            fit the config next to it (names the file and the first differences).
+    """
+    if not weights.is_file():
+        raise ConfigError([f"{weights}: weights file not found"])
+    try:
+        load_model(model, str(weights), strict=True)
+    except SafetensorError as err:
+        raise ConfigError(
+            [f"{weights}: unreadable safetensors file ({err}); the save is truncated or corrupt"]
+        ) from None
+    except RuntimeError as err:  # missing/unexpected keys or shape mismatches
+        details = [line.strip() for line in str(err).splitlines()[1:4]]
+        raise ConfigError(
+            [
+                f"{weights} does not match the config next to it ({CONFIG_FILE}): "
+                + "; ".join(details)
+                + " ...; was config.yaml edited, or copied from another run?"
+            ]
+        ) from None
 
 
 def resolve_paths(config: BaseModel, base: Path) -> None:

@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,18 +114,39 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run, or to resume one that has no checkpoint.
 
     Raises:
-        ConfigError: ``resume`` without ``last.ckpt``, or a fresh start in a dir with checkpoints.
+        ConfigError: ``resume`` without ``last.ckpt`` or with one that is not a PyTorch
+            archive, or a fresh start in a dir with checkpoints.
     """
     last = last_checkpoint(run_dir)
     if resume and last is None:
         raise ConfigError(
             [f"--resume: {run_dir / CHECKPOINT_DIR / LAST} does not exist; nothing to resume"]
         )
+    if resume and last is not None:
+        check_archive(last)
     if not resume and (last is not None or periodic_checkpoints(run_dir)):
         raise ConfigError(
             [
                 f"run dir {run_dir} already holds checkpoints; pass --resume to continue it or "
                 "choose another --run-dir"
+            ]
+        )
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a checkpoint that is not a ``torch.save`` zip archive, before anything reads it.
+
+    A bare pickle renamed ``.ckpt`` (or a truncated file) is never handed to the unpickler;
+    archives are loaded with ``weights_only=True``, which refuses code objects.
+
+    Raises:
+        ConfigError: naming the file.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            [
+                f"{path} is not a PyTorch checkpoint archive (a bare pickle, truncated or another "
+                "format); it was not loaded. Resume from an intact last.ckpt or start a new run"
             ]
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -160,10 +161,17 @@ def build_strategy(training: TrainingConfig) -> Strategy | str:
     other tasks' heads without gradients.
 
     Raises:
-        ConfigError: fsdp or deepspeed without GPUs, deepspeed not installed, or PCGrad with a
-            sharding strategy.
+        ConfigError: accelerator gpu, fsdp or deepspeed without GPUs, deepspeed not installed,
+            or PCGrad with a sharding strategy.
     """
     kind = training.strategy
+    if training.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError(
+            [
+                "training.accelerator: 'gpu' but this machine's torch sees no CUDA device "
+                f"(torch {torch.__version__}); use 'cpu' or 'auto'"
+            ]
+        )
     if kind in ("fsdp", "deepspeed"):
         _check_sharded(training)
         if kind == "fsdp":
@@ -375,7 +383,11 @@ def _fit(
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
         # Our checkpoints hold tensors and plain values only: load them without pickle code.
-        trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+        try:
+            trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+        except pickle.UnpicklingError as err:  # weights_only refused a class or code object
+            first = str(err).splitlines()[0]
+            raise ConfigError([f"{ckpt}: refused to unpickle ({first})"]) from None
     # "last" = the final step (full state, so that a longer max_steps can resume from it).
     trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / LAST, weights_only=False)
     return _finish(trainer, module, processors, config, run_dir, report, prepares)

@@ -54,16 +54,45 @@ def _source_name(raw: object) -> str:
     return ARRAY_SOURCE if isinstance(raw, tuple) else str(raw)
 
 
+MAX_SAMPLE_RATE = 768_000
+"""Highest header sample rate accepted: the read is sized from it, so a forged one is refused."""
+
+MAX_CHANNELS = 64
+"""Most channels accepted in a file (mixed down to mono; 7.1 is 8)."""
+
+
+def _check_header(path: Path, rate: int, channels: int) -> None:
+    """Refuse headers whose rate or channel count would size an unreasonable read."""
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise MediaError(path, f"sample rate {rate} Hz is outside 1..{MAX_SAMPLE_RATE} Hz")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise MediaError(path, f"{channels} channels; at most {MAX_CHANNELS} are read")
+
+
+def _read_limit(max_seconds: float, rate: int) -> int:
+    """Source samples needed for ``max_seconds``, plus 10 ms of context for the resampler."""
+    return math.ceil(max_seconds * rate) + rate // 100
+
+
 def _read_file(path: Path, max_seconds: float) -> tuple[npt.NDArray[Any], int]:
-    """Decode at most ``max_seconds`` (plus 10 ms of context for the resampler) of a file."""
+    """Decode at most ``max_seconds`` (plus 10 ms of context for the resampler) of a file.
+
+    Only that prefix is read (``audio.processor.max_seconds`` bounds memory, whatever the file's
+    length); the rest of the file is never decoded.
+    """
+    if path.is_dir():
+        raise MediaError(path, "is a directory, not an audio file")
     if not path.is_file():
         raise MediaError(path, "audio file not found")
     try:
         with sf.SoundFile(path) as f:
             rate = int(f.samplerate)
-            limit = math.ceil(max_seconds * rate) + rate // 100
+            _check_header(path, rate, int(f.channels))
+            limit = _read_limit(max_seconds, rate)
             return f.read(frames=limit, dtype="float32", always_2d=True), rate
-    except (sf.SoundFileError, RuntimeError, ValueError) as err:
+    except MediaError:
+        raise
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as err:
         raise MediaError(path, f"cannot decode audio ({err})") from err
 
 
@@ -106,7 +135,9 @@ class AudioProcessor(Processor[Tensor]):
         samples, rate = self._decode(raw)
         if samples.size == 0:
             raise MediaError(source, "audio has no samples")
-        mono = _mixdown(samples, source)
+        # Cut before resampling: at a low source rate a short array is a long clip, and
+        # resampling all of it first would allocate what max_seconds is there to bound.
+        mono = _mixdown(samples, source)[: _read_limit(self.config.max_seconds, rate)]
         if not np.isfinite(mono).all():
             raise MediaError(source, "audio contains NaN or infinite samples")
         if rate != self.config.sample_rate:
@@ -121,6 +152,8 @@ class AudioProcessor(Processor[Tensor]):
         samples, rate = raw
         if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
             raise MediaError(ARRAY_SOURCE, f"sample_rate must be a positive int, got {rate!r}")
+        if rate > MAX_SAMPLE_RATE:
+            raise MediaError(ARRAY_SOURCE, f"sample_rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz")
         return np.asarray(samples), int(rate)
 
     @property

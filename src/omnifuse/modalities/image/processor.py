@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from omnifuse.config.image import ImageProcessorConfig, ViTConfig
+from omnifuse.config.image import DEFAULT_MAX_PIXELS, ImageProcessorConfig, ViTConfig
 from omnifuse.modalities.base import MediaError, Processor
 from omnifuse.modalities.image.transforms import FrameTransform, to_rgb
 
@@ -19,23 +19,44 @@ ARRAY_SOURCE = "<array>"
 """The name :class:`MediaError` reports for in-memory inputs."""
 
 
-def open_image(path: str | Path) -> Image.Image:
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image file fully (so truncation shows up here) and apply its EXIF rotation.
 
+    The size in the header is checked against ``max_pixels`` before any pixel is decoded.
+
     Raises:
-        MediaError: the file is missing, not an image, truncated or corrupt.
+        MediaError: the file is missing, not an image, too large, truncated or corrupt.
     """
+    if Path(path).is_dir():
+        raise MediaError(path, "is a directory, not an image file")
     try:
         with Image.open(path) as image:
+            _check_pixels(path, image.width, image.height, max_pixels)
             image.load()
             return ImageOps.exif_transpose(image)
+    except MediaError:
+        raise
     except FileNotFoundError:
         raise MediaError(path, "file not found") from None
     except UnidentifiedImageError:
         raise MediaError(path, "not a readable image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError as err:  # Pillow's own limit (2 x 89 MP), from open()
+        raise MediaError(path, f"{err}; image.processor.max_pixels={max_pixels:,}") from None
     # PIL reports broken or truncated data as OSError or SyntaxError depending on the codec.
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise MediaError(path, f"cannot decode image: {err}") from None
+
+
+def _check_pixels(path: str | Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise MediaError(
+            path,
+            f"image is {width}x{height} = {width * height:,} pixels, more than "
+            f"image.processor.max_pixels={max_pixels:,}; refused before decoding "
+            "(downscale it or raise the limit)",
+        )
+    if width == 0 or height == 0:
+        raise MediaError(path, f"image is {width}x{height}: no pixels")
 
 
 def image_from_array(array: np.ndarray[Any, Any], source: str = ARRAY_SOURCE) -> Image.Image:
@@ -57,10 +78,12 @@ def image_from_array(array: np.ndarray[Any, Any], source: str = ARRAY_SOURCE) ->
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def as_rgb_image(raw: str | Path | Image.Image | np.ndarray[Any, Any]) -> Image.Image:
+def as_rgb_image(
+    raw: str | Path | Image.Image | np.ndarray[Any, Any], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open/convert any supported raw image input to an RGB PIL image."""
     if isinstance(raw, str | Path):
-        image = open_image(raw)
+        image = open_image(raw, max_pixels)
     elif isinstance(raw, Image.Image):
         image = raw
     elif isinstance(raw, np.ndarray):
@@ -108,7 +131,7 @@ class ImageProcessor(Processor[Tensor]):
         Raises:
             MediaError: the input cannot be read as an image (names the path).
         """
-        image = as_rgb_image(raw)
+        image = as_rgb_image(raw, self.config.max_pixels)
         params = None
         if self.augmenting:
             params = self.transform.sample(image.width, image.height, self.generator)

@@ -71,6 +71,26 @@ def resize_shorter(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.BICUBIC)
 
 
+MAX_ASPECT = 8
+"""Longest side kept around the centre, in shorter sides, before the deterministic resize."""
+
+
+def trim_aspect(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
+    """Crop the long side to ``max_aspect`` times the short side, centred.
+
+    A 1 x 50,000 strip would otherwise be upscaled to 64 x 3,200,000 before the centre crop
+    keeps 64 x 64 of it; the pixels cut here are far outside that crop, so results on ordinary
+    images do not change.
+    """
+    width, height = image.size
+    short = min(width, height)
+    if max(width, height) <= max_aspect * short:
+        return image
+    keep = max_aspect * short
+    left, top = (width - min(width, keep)) // 2, (height - min(height, keep)) // 2
+    return image.crop((left, top, left + min(width, keep), top + min(height, keep)))
+
+
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """The central ``size x size`` square (the image must be at least that large)."""
     width, height = image.size
@@ -181,7 +201,8 @@ class FrameTransform:
     def __call__(self, image: Image.Image, params: AugmentParams | None = None) -> Tensor:
         """Transform one RGB image. Returns ``[3, image_size, image_size]``."""
         if params is None:
-            image = center_crop(resize_shorter(image, self.resize_size), self.image_size)
+            image = resize_shorter(trim_aspect(image), self.resize_size)
+            image = center_crop(image, self.image_size)
             return normalize(to_tensor(image), self.config.mean, self.config.std)
         size = (self.image_size, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC, box=params.box)

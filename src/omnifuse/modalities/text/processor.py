@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from omnifuse.config.text import TextTransformerConfig
+from omnifuse.config.text import TextTransformerConfig, TokenizerConfig
 from omnifuse.modalities.base import MediaError, Processor
 from omnifuse.modalities.text.tokenizer import TextTokenizer, load_tokenizer
 
 _PREVIEW = 40
+DEFAULT_MAX_CHARS = TokenizerConfig.model_fields["max_chars"].default
 
 
 def _describe(raw: Any) -> str:
@@ -32,25 +33,36 @@ class TextProcessor(Processor[list[int]]):
     Args:
         tokenizer: any :class:`TextTokenizer`.
         max_length: longest sequence in tokens, special tokens included.
+        max_chars: longest text accepted, checked before tokenizing (``tokenizer.max_chars``).
     """
 
     modality: ClassVar[str] = "text"
 
-    def __init__(self, tokenizer: TextTokenizer, max_length: int) -> None:
+    def __init__(
+        self, tokenizer: TextTokenizer, max_length: int, max_chars: int = DEFAULT_MAX_CHARS
+    ) -> None:
         super().__init__()
         if max_length < 2:
             raise ValueError(f"max_length={max_length} must be at least 2 (room for [CLS] [SEP])")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.max_chars = max_chars
 
     def load(self, raw: Any) -> list[int]:
         """One string -> its ids with the special-token template, truncated to ``max_length``.
 
         Raises:
-            MediaError: ``raw`` is not a string or holds only whitespace.
+            MediaError: ``raw`` is not a string, holds only whitespace or is longer than
+                ``max_chars``.
         """
         if not isinstance(raw, str):
             raise MediaError(_describe(raw), f"expected a text string, got {type(raw).__name__}")
+        if len(raw) > self.max_chars:
+            raise MediaError(
+                _describe(raw),
+                f"text has {len(raw):,} characters, more than tokenizer.max_chars="
+                f"{self.max_chars:,}; shorten it or raise the limit",
+            )
         if not raw.strip():
             raise MediaError(_describe(raw), "empty text")
         return self.tokenizer.encode_for_model(raw, self.max_length)
@@ -76,4 +88,5 @@ class TextProcessor(Processor[list[int]]):
 
 def build_text_processor(config: TextTransformerConfig) -> TextProcessor:
     """The processor of the native text encoder, from its ``tokenizer`` section."""
-    return TextProcessor(load_tokenizer(config.tokenizer), config.tokenizer.max_length)
+    tokens = config.tokenizer
+    return TextProcessor(load_tokenizer(tokens), tokens.max_length, tokens.max_chars)

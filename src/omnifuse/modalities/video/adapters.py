@@ -45,9 +45,12 @@ def build_hf_video_processor(config: VideoHFConfig) -> HFVideoProcessor:
     """Frames processed as the tower at ``config.path`` processes images."""
     model_class_name(config.path, IMAGE_TOWERS, "vision")
     frames = processor_config_from_hf(config.path, config.augment.model_dump())
-    video = VideoProcessorConfig.model_validate(
-        {**frames.model_dump(), "num_frames": config.num_frames}
-    )
+    # The frame settings the tower's image processor defines (image-only fields such as
+    # max_pixels stay behind: video has its own bounds).
+    shared = {
+        k: v for k, v in frames.model_dump().items() if k in VideoProcessorConfig.model_fields
+    }
+    video = VideoProcessorConfig.model_validate({**shared, "num_frames": config.num_frames})
     return HFVideoProcessor(video, config.path)
 
 

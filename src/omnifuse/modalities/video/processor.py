@@ -12,6 +12,7 @@ resized), and decoding stops after the last sampled frame.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def uniform_indices(total: int, num: int) -> list[int]:
 
 def _open(path: Path) -> Any:
     """An open PyAV container and its first video stream (container must be closed)."""
+    if path.is_dir():
+        raise MediaError(path, "is a directory, not a video file")
     if not path.is_file():
         raise MediaError(path, "file not found")
     try:
@@ -87,14 +90,62 @@ def _decode(path: Path, indices: Sequence[int], frame_fn: FrameFn) -> tuple[list
     return frames, decoded
 
 
-def decode_video(path: str | Path, num_frames: int, frame_fn: FrameFn) -> list[Tensor]:
+@dataclass(frozen=True)
+class VideoLimits:
+    """Bounds checked from a video's metadata before any frame is decoded.
+
+    Attributes:
+        max_frames: most frames the stream may hold (``video.processor.max_frames``).
+        max_resolution: most pixels of a frame's width or height
+            (``video.processor.max_resolution``).
+    """
+
+    max_frames: int | None = None
+    max_resolution: int | None = None
+
+    def check_size(self, path: Path, width: int, height: int) -> None:
+        """Refuse frames larger than ``max_resolution`` (names the limit and the size)."""
+        if self.max_resolution is not None and max(width, height) > self.max_resolution:
+            raise MediaError(
+                path,
+                f"video frames are {width}x{height}, larger than video.processor.max_resolution="
+                f"{self.max_resolution}; refused before decoding (downscale it or raise the limit)",
+            )
+
+    def check_frames(self, path: Path, total: int) -> None:
+        """Refuse streams of more than ``max_frames`` frames."""
+        if self.max_frames is not None and total > self.max_frames:
+            raise MediaError(
+                path,
+                f"video has {total:,} frames, more than video.processor.max_frames="
+                f"{self.max_frames:,}; refused before decoding (trim it or raise the limit)",
+            )
+
+
+def stream_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the first video stream from its metadata (nothing decoded); 0
+    when the metadata does not say."""
+    with _open(path) as container:
+        # A damaged header can leave no codec context: size unknown (0), decoding then fails
+        # with its own error.
+        context = container.streams.video[0].codec_context
+        return int(getattr(context, "width", 0) or 0), int(getattr(context, "height", 0) or 0)
+
+
+def decode_video(
+    path: str | Path, num_frames: int, frame_fn: FrameFn, limits: VideoLimits | None = None
+) -> list[Tensor]:
     """Uniformly sample up to ``num_frames`` frames of a video file, each through ``frame_fn``.
 
     Raises:
-        MediaError: missing file, no video stream, undecodable data or no frames.
+        MediaError: missing file, no video stream, a stream over ``limits``, undecodable data
+            or no frames.
     """
     path = Path(path)
+    limits = VideoLimits() if limits is None else limits
+    limits.check_size(path, *stream_size(path))
     total = count_frames(path)
+    limits.check_frames(path, total)
     indices = uniform_indices(total, num_frames)
     frames, decoded = _decode(path, indices, frame_fn)
     if len(frames) < len(indices) and decoded > 0:
@@ -106,13 +157,19 @@ def decode_video(path: str | Path, num_frames: int, frame_fn: FrameFn) -> list[T
 
 
 def frames_from_array(
-    array: np.ndarray[Any, Any], num_frames: int, frame_fn: FrameFn
+    array: np.ndarray[Any, Any],
+    num_frames: int,
+    frame_fn: FrameFn,
+    limits: VideoLimits | None = None,
 ) -> list[Tensor]:
     """Uniformly sample a uint8 ``[T, H, W, 3]`` array, each frame through ``frame_fn``."""
     if array.ndim != 4 or array.shape[0] == 0:
         raise MediaError(
             ARRAY_SOURCE, f"video array shape is {array.shape}; expected [T, H, W, 3] with T > 0"
         )
+    limits = VideoLimits() if limits is None else limits
+    limits.check_size(Path(ARRAY_SOURCE), array.shape[2], array.shape[1])
+    limits.check_frames(Path(ARRAY_SOURCE), array.shape[0])
     indices = uniform_indices(array.shape[0], num_frames)
     return [frame_fn(image_from_array(array[i])) for i in indices]
 
@@ -136,6 +193,7 @@ class VideoProcessor(Processor[Tensor]):
         super().__init__()
         self.config = config
         self.num_frames = config.num_frames
+        self.limits = VideoLimits(config.max_frames, config.max_resolution)
         self.generator = generator
         self.transform = FrameTransform(config)
 
@@ -163,9 +221,9 @@ class VideoProcessor(Processor[Tensor]):
             MediaError: the input cannot be decoded (names the path).
         """
         if isinstance(raw, str | Path):
-            frames = decode_video(raw, self.num_frames, self._clip_transform())
+            frames = decode_video(raw, self.num_frames, self._clip_transform(), self.limits)
         elif isinstance(raw, np.ndarray):
-            frames = frames_from_array(raw, self.num_frames, self._clip_transform())
+            frames = frames_from_array(raw, self.num_frames, self._clip_transform(), self.limits)
         else:
             raise TypeError(
                 f"cannot load a video from {type(raw).__name__}; "
