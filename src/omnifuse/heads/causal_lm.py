@@ -90,7 +90,7 @@ class CausalLMHead(nn.Module):
         config: CausalLMHeadConfig,
     ) -> None:
         super().__init__()
-        self.lm = lm
+        self.lm = lm.train()  # from_pretrained returns eval mode; the model's mode rules
         self.tokenizer = tokenizer
         width = int(lm.get_input_embeddings().weight.shape[1])
         self.projector: nn.Module = (

@@ -14,8 +14,9 @@ Plain template (no chat template)::
     User: {content}\\n
     Assistant: {content}<eos>\\n
 
-and a generation prompt ends with ``Assistant:``. Serves ``caption``, ``answer``,
-``transcribe`` and ``chat``; scores by ``kind`` with :mod:`omnifuse.metrics`.
+and a generation prompt ends with ``Assistant:``. Serves ``answer`` and ``chat``; captions and
+transcripts come from ``predict`` (the configured ``prompt`` when a request gives no text).
+Scores by ``kind`` with :mod:`omnifuse.metrics`.
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ class InstructionTask(Task):
     type_name = "instruction"
     description = "Conversations through a local causal LM; loss on assistant answers only."
     config_class = InstructionTaskConfig
-    serves = ("caption", "answer", "transcribe", "chat")
+    # Pipeline.caption / .transcribe pick tasks that read exactly image / audio; this one also
+    # reads the request's text (the prompt), so captions and transcripts come from predict.
+    serves = ("answer", "chat")
 
     def __init__(
         self,
@@ -299,10 +302,11 @@ class InstructionTask(Task):
     ) -> list[str]:
         """One generated answer per prompt (token ids of a rendered generation prompt)."""
         head = self.lm(model)
-        features = self.features(model, inputs, len(prompts))
+        with torch.no_grad():
+            features = self.features(model, inputs, len(prompts))
         ids, mask = pad(prompts, head.pad_id)
         device = features.tokens.device
-        with torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             if options.strategy == "nucleus" and options.seed is not None:
                 torch.manual_seed(options.seed)
             tokens = head.generate(
