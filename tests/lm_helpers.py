@@ -11,11 +11,46 @@ from typing import Any
 import numpy as np
 import torch
 
-WORDS = (
-    "system user assistant System User Assistant : describe the input what colour is shape "
-    "a an red blue green square circle triangle star yes no it picture of say hello hi there "
-    "you are helpful model answer question"
-).split()
+WORDS = [
+    "system",
+    "user",
+    "assistant",
+    "System",
+    "User",
+    "Assistant",
+    ":",
+    "describe",
+    "the",
+    "input",
+    "what",
+    "colour",
+    "is",
+    "shape",
+    "a",
+    "an",
+    "red",
+    "blue",
+    "green",
+    "square",
+    "circle",
+    "triangle",
+    "star",
+    "yes",
+    "no",
+    "it",
+    "picture",
+    "of",
+    "say",
+    "hello",
+    "hi",
+    "there",
+    "you",
+    "are",
+    "helpful",
+    "model",
+    "answer",
+    "question",
+]
 KINDS = ("llama", "qwen2")
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lm_helpers import lm_run_config, write_conversations
 from typer.testing import CliRunner
 
+from lm_helpers import lm_run_config, write_conversations
 from omnifuse.cli.main import app
 
 runner = CliRunner()
@@ -21,11 +21,8 @@ runner = CliRunner()
 def trained_run(tiny_lm_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lm_run")
     source = write_conversations(root / "source")
-    imported = runner.invoke(
-        app,
-        ["data", "import", "conversations", str(source), "--out", str(root / "data")]
-        + ["--val-fraction", "0"],
-    )
+    args = ["data", "import", "conversations", str(source), "--out", str(root / "data")]
+    imported = runner.invoke(app, [*args, "--val-fraction", "0"])
     assert imported.exit_code == 0, imported.output
     checked = runner.invoke(app, ["data", "check", str(root / "data")])
     assert checked.exit_code == 0, checked.output

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from lm_helpers import CONVERSATIONS, KINDS, lm_run_config, write_image
 from safetensors import safe_open
 
+from lm_helpers import CONVERSATIONS, KINDS, lm_run_config, write_image
 from omnifuse.config.loader import ConfigError, validate_config
 from omnifuse.heads.causal_lm import CausalLMHead, compact
 from omnifuse.heads.decoding import DecodingOptions
-from omnifuse.models import build_model, save
+from omnifuse.models import build_model, load, save
 from omnifuse.tasks import PredictOptions, ScoreOptions, build_tasks
 from omnifuse.tasks.instruction import InstructionTask, generate_settings
 from omnifuse.types import IGNORE_INDEX, Batch
@@ -168,14 +168,30 @@ def test_generate_settings_map_decoding_options() -> None:
     assert beam["num_beams"] == 3 and beam["do_sample"] is False
 
 
-def test_weights_live_in_model_safetensors(tiny_lm_dirs: dict[str, Path], tmp_path: Path) -> None:
-    model, processors, _ = build(tiny_lm_dirs["qwen2"])
-    out = save(tmp_path / "saved", model, processors)
+def test_save_load_round_trip_keeps_the_lm_in_model_safetensors(
+    tiny_lm_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model, processors, task = build(tiny_lm_dirs["qwen2"])
+    with torch.no_grad():  # move the weights away from the source directory's
+        for p in model.heads["lm"].lm.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    run = validate_config(lm_run_config(tiny_lm_dirs["qwen2"]))
+    out = save(tmp_path / "saved", model, processors, run)
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert "heads.lm.lm.model.layers.0.self_attn.q_proj.weight" in keys
     assert any(k.startswith("heads.lm.projector.") for k in keys)
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.bin"))
+    loaded = load(out)
+    batch = image_batch(processors, tmp_path, [conversation("a red square")])
+    model.eval()
+    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    request = {**batch["inputs"], "text": task.prompts(["describe the input"])}
+    again = build_tasks(loaded.config, loaded.model, loaded.processors)["chat"]
+    assert again.predict(loaded.model, request, PredictOptions()) == task.predict(
+        model, request, PredictOptions()
+    )
 
 
 def test_config_problems_name_the_field(tiny_lm_dirs: dict[str, Path]) -> None:

@@ -93,7 +93,8 @@ def import_(
     media_root: Annotated[
         Path | None,
         typer.Option(
-            help="Directory media paths are relative to (coco, *-csv, conversations; default: SRC's dir)."
+            help="Directory media paths are relative to (coco, *-csv, conversations; "
+            "default: SRC's dir)."
         ),
     ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of groups put in val.jsonl.")] = 0.1,

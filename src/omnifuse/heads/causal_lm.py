@@ -15,7 +15,7 @@ modality) never opens a hole the LM was not trained with.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,11 +65,10 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     it has none, as batched generation needs one)."""
     from transformers import AutoTokenizer
 
-    # Unannotated in transformers.
-    tokenizer = AutoTokenizer.from_pretrained(str(path))  # type: ignore[no-untyped-call]
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer  # type: ignore[no-any-return]
+    return tokenizer
 
 
 class CausalLMHead(nn.Module):
@@ -92,7 +91,7 @@ class CausalLMHead(nn.Module):
         super().__init__()
         self.lm = lm.train()  # from_pretrained returns eval mode; the model's mode rules
         self.tokenizer = tokenizer
-        width = int(lm.get_input_embeddings().weight.shape[1])
+        width = int(cast(nn.Embedding, lm.get_input_embeddings()).embedding_dim)
         self.projector: nn.Module = (
             nn.Linear(in_dim, width)
             if config.projector == "linear"
@@ -194,7 +193,7 @@ class CausalLMHead(nn.Module):
             **kwargs,
         }
         # With inputs_embeds and no input_ids, a decoder-only generate returns new tokens only.
-        out: Tensor = self.lm.generate(  # type: ignore[operator]  # untyped in transformers
+        out: Tensor = self.lm.generate(
             inputs_embeds=batch.embeds, attention_mask=batch.mask.long(), **settings
         )
         return out
