@@ -41,3 +41,16 @@ def test_a_manifest_with_messages_validates_by_convention(tmp_path: Path) -> Non
     path.write_text(json.dumps({"id": "a", "messages": GOOD}) + "\n")
     assert read_manifest(path)[0].targets["messages"] == GOOD
     assert infer_type([GOOD]) == "messages"
+
+
+def test_sharegpt_and_typed_contents_normalise_to_messages() -> None:
+    from omnifuse.data.conversations import normalise_messages
+
+    sharegpt = {"conversations": [{"from": "human", "value": "<image>hi"}]}
+    sharegpt["conversations"].append({"from": "gpt", "value": "hello"})
+    assert normalise_messages(sharegpt) == GOOD
+    typed = [{"type": "image"}, {"type": "text", "text": "hi"}]
+    trl = {"messages": [{"role": "user", "content": typed}, GOOD[1]]}
+    assert normalise_messages(trl) == GOOD
+    with pytest.raises(ValueError, match="needs `messages`"):
+        normalise_messages({"text": "x"})

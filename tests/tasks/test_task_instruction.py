@@ -213,3 +213,24 @@ def test_config_problems_name_the_field(tiny_lm_dirs: dict[str, Path]) -> None:
     bad["model"]["heads"]["lm"]["projector"] = "conv"
     with pytest.raises(ConfigError, match="projector"):
         validate_config(bad)
+
+
+def test_pooled_linear_frozen_and_text_only(tiny_lm_dirs: dict[str, Path], tmp_path: Path) -> None:
+    data = lm_run_config(tiny_lm_dirs["llama"], projector="linear", pooling="pooled")
+    data["model"]["heads"]["lm"]["freeze_lm"] = True
+    run = validate_config(data)
+    model, processors = build_model(run.model)
+    task = build_tasks(run, model, processors)["chat"]
+    assert isinstance(task, InstructionTask)
+    head = model.heads["lm"]
+    assert isinstance(head, CausalLMHead) and isinstance(head.projector, torch.nn.Linear)
+    assert not any(p.requires_grad for p in head.lm.parameters())
+    batch = image_batch(processors, tmp_path, [conversation("a red square")])
+    media, mask = head.prefix(model.features("lm", model.encode(batch["inputs"])))
+    assert media.shape[:2] == (1, 1) and mask.tolist() == [[True]]
+    task.loss(model, batch)["loss"].backward()
+    assert head.projector.weight.grad is not None
+    # No media at all (a chat before /image): zero media positions, the LM still answers.
+    model.eval()
+    reply = task.reply(model, {}, [USER], DecodingOptions(max_length=3))
+    assert isinstance(reply, str)
