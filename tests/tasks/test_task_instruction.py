@@ -234,3 +234,26 @@ def test_pooled_linear_frozen_and_text_only(tiny_lm_dirs: dict[str, Path], tmp_p
     model.eval()
     reply = task.reply(model, {}, [USER], DecodingOptions(max_length=3))
     assert isinstance(reply, str)
+
+
+@pytest.mark.parametrize(
+    ("kind", "metric", "value"),
+    [("vqa", "accuracy", 0.5), ("speech", "wer", 0.2), ("caption", "cider", None)],
+)
+def test_text_targets_and_scores_by_kind(
+    kind: str, metric: str, value: float | None, tiny_lm_dirs: dict[str, Path]
+) -> None:
+    _, _, task = build(tiny_lm_dirs["llama"], kind=kind, target="answer", question_field="question")
+    assert task.conversation("red", "what colour is it") == [
+        {"role": "user", "content": "what colour is it"},
+        {"role": "assistant", "content": "red"},
+    ]
+    assert task.conversation(["red", "crimson"])[1]["content"] == "red"  # type: ignore[index]
+    assert task.conversation(None) is None
+    preds = [{"text": "red"}, {"text": "a blue circle"}]
+    # speech: one deleted word of five (corpus WER); vqa: one of two answers right
+    refs = [{"text": "red"}, {"text": "a blue square circle" if kind == "speech" else "green"}]
+    scores = task.score(preds, refs, ScoreOptions(caption_tokenizer="simple"))
+    assert scores.samples == 2 and metric in scores.metrics
+    if value is not None:
+        assert scores.metrics[metric] == pytest.approx(value)
