@@ -258,3 +258,12 @@ def tiny_hf_towers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for kind in HF_TOWER_KINDS:
         save_tiny_hf_tower(kind, root / kind)
     return {kind: root / kind for kind in HF_TOWER_KINDS}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random Llama- and Qwen2-style causal LM directories (see ``lm_helpers``)."""
+    from lm_helpers import KINDS, save_tiny_lm
+
+    root = tmp_path_factory.mktemp("tiny_lms")
+    return {kind: save_tiny_lm(kind, root / kind) for kind in KINDS}

@@ -21,6 +21,7 @@ TYPES = {
     "mlm",
     "masked_modeling",
     "captioning",
+    "instruction",
     "video_tokenizer",
     "video_generation",
 }

@@ -11,7 +11,7 @@ from omnifuse.config.tasks import task_config_types
 from omnifuse.tasks import Task, list_tasks, task_class
 
 VERBS = {"classify", "caption", "transcribe", "answer", "embed", "fill_mask", "reconstruct"}
-VERBS |= {"generate_video"}
+VERBS |= {"generate_video", "chat"}
 """Requests ``Pipeline`` has a shortcut for (``predict`` serves any task)."""
 
 

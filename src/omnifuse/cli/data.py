@@ -44,6 +44,7 @@ class ImportFormat(StrEnum):
     librispeech = "librispeech"
     audio_csv = "audio-csv"
     video_csv = "video-csv"
+    conversations = "conversations"
 
 
 @contextmanager
@@ -92,7 +93,8 @@ def import_(
     media_root: Annotated[
         Path | None,
         typer.Option(
-            help="Directory media paths are relative to (coco, *-csv; default: SRC's dir)."
+            help="Directory media paths are relative to (coco, *-csv, conversations; "
+            "default: SRC's dir)."
         ),
     ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of groups put in val.jsonl.")] = 0.1,

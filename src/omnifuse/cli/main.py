@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from omnifuse.cli.chat import chat as chat_command
 from omnifuse.cli.convert import app as convert_app
 from omnifuse.cli.data import app as data_app
 from omnifuse.cli.errors import cli_errors
@@ -41,6 +42,7 @@ app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("export")(export_command)
+app.command("chat")(chat_command)
 
 out = Console(soft_wrap=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -77,12 +78,45 @@ class CaptionDecoderConfig(TransformerDims):
     norm_eps: float = Field(default=1e-5, gt=0.0)
 
 
+class CausalLMHeadConfig(StrictModel):
+    """A local Hugging Face causal LM as the decoder (LLaVA-style).
+
+    The features the head reads are projected into the LM's embedding width and prepended to
+    its token embeddings; the LM's tokenizer (and chat template) comes from the same directory.
+    """
+
+    type: Literal["causal_lm"] = "causal_lm"
+    path: Path = Field(
+        description="Local transformers directory of an AutoModelForCausalLM and its tokenizer "
+        "(nothing is downloaded; trust_remote_code is never set)."
+    )
+    source: str = Field(default=FUSED, description="'fused' or a modality name.")
+    projector: Literal["linear", "mlp"] = Field(
+        default="mlp",
+        description="linear: one Linear to the LM width; mlp: Linear-GELU-Linear (LLaVA-1.5).",
+    )
+    pooling: Literal["tokens", "pooled"] = Field(
+        default="tokens",
+        description="tokens: every valid token of the source becomes an LM input position; "
+        "pooled: its pooled vector becomes one position.",
+    )
+    max_new_tokens: int = Field(default=32, gt=0, description="Generation length cap.")
+    max_length: int = Field(
+        default=256, gt=1, description="Longest conversation in LM tokens (longer ones are cut)."
+    )
+    freeze_lm: bool = Field(
+        default=False,
+        description="Train only the projector (LLaVA stage 1); the LM's weights stay fixed.",
+    )
+
+
 HeadConfig = Annotated[
     ClassificationHeadConfig
     | ProjectionHeadConfig
     | MLMHeadConfig
     | ReconstructionHeadConfig
     | CaptionDecoderConfig
-    | VideoGeneratorConfig,
+    | VideoGeneratorConfig
+    | CausalLMHeadConfig,
     Field(discriminator="type"),
 ]

@@ -292,6 +292,50 @@ class VideoGenerationTaskConfig(BaseTaskConfig):
         return problems + _source_in_inputs(name, "head", self.head, self, model)
 
 
+class InstructionTaskConfig(BaseTaskConfig):
+    """Conversations through a `causal_lm` head: only assistant answer tokens are scored.
+
+    The target is a `messages` field (``[{role, content}]``) or a text field (``caption``,
+    ``answer``, ``transcript``), which becomes ``[user: prompt, assistant: text]``.
+    """
+
+    head_types: ClassVar[dict[str, str]] = {"head": "causal_lm"}
+
+    type: Literal["instruction"] = "instruction"
+    head: str = Field(description="Name of a `causal_lm` head in model.heads.")
+    target: str = Field(
+        default="messages", description="A `messages` field, or a text field to answer with."
+    )
+    kind: Literal["chat", "caption", "vqa", "speech"] = Field(
+        default="chat",
+        description="How answers are scored: chat (exact match, BLEU-4, ROUGE-L), caption "
+        "(BLEU-4/CIDEr/ROUGE-L), vqa (VQA accuracy), speech (WER/CER).",
+    )
+    prompt: str = Field(
+        default="Describe the input.",
+        description="User turn of a text target, and of a request that gives no text.",
+    )
+    question_field: str | None = Field(
+        default=None, description="Text field used as the user turn of a text target (VQA)."
+    )
+    system: str | None = Field(
+        default=None, description="System turn added to conversations that have none."
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        """The media modalities (the text is the LM's own prompt, not an encoder input)."""
+        return [m for m in model.encoders.configured() if m != "text"]
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = []
+        if "text" in self.resolved_inputs(model):
+            problems.append(
+                f"tasks.{name}.inputs contains 'text'; an instruction task reads its text as "
+                "the LM's prompt, so list media modalities only"
+            )
+        return problems + _source_in_inputs(name, "head", self.head, self, model)
+
+
 _TASK_CONFIGS: dict[str, type[BaseTaskConfig]] = {}
 
 
@@ -348,6 +392,7 @@ for _config in (
     CaptioningTaskConfig,
     VideoTokenizerTaskConfig,
     VideoGenerationTaskConfig,
+    InstructionTaskConfig,
 ):
     register_task_config(_config)
 

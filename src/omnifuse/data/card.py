@@ -24,7 +24,9 @@ from omnifuse.data.manifest import (
 )
 
 CARD_NAME = "card.yaml"
-FieldType = Literal["text", "image", "audio", "video", "class", "string", "strings", "int", "float"]
+FieldType = Literal[
+    "text", "image", "audio", "video", "class", "string", "strings", "int", "float", "messages"
+]
 
 
 class _Open(BaseModel):
@@ -157,6 +159,8 @@ def _value_kind(value: Any) -> str | None:
         return "string"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "strings"
+    if isinstance(value, list) and all(isinstance(v, dict) and "role" in v for v in value):
+        return "messages"
     return None
 
 

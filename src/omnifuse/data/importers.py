@@ -33,7 +33,7 @@ from omnifuse.data.manifest import write_manifest
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3")
-FORMATS = ("coco", "imagefolder", "librispeech", "audio-csv", "video-csv")
+FORMATS = ("coco", "imagefolder", "librispeech", "audio-csv", "video-csv", "conversations")
 MAX_LISTED = 5
 
 
@@ -407,6 +407,16 @@ def import_video_csv(
     return write_dataset(out, samples, fields, "video-csv", str(src), options, {})
 
 
+def import_conversations(
+    src: Path, out: Path, media_root: Path | None = None, options: ImportOptions | None = None
+) -> ImportSummary:
+    """Conversation rows (LLaMA-Factory / ms-swift / TRL ``messages`` + ``images``/``audios``/
+    ``videos``); see :mod:`omnifuse.data.conversations`."""
+    from omnifuse.data.conversations import import_conversations as run
+
+    return run(src, out, media_root, options)
+
+
 Importer = Callable[[Path, Path, Path | None, ImportOptions | None], ImportSummary]
 IMPORTERS: dict[str, Importer] = {
     "coco": import_coco,
@@ -414,6 +424,7 @@ IMPORTERS: dict[str, Importer] = {
     "librispeech": import_librispeech,
     "audio-csv": import_audio_csv,
     "video-csv": import_video_csv,
+    "conversations": import_conversations,
 }
 
 

@@ -20,7 +20,19 @@ from omnifuse.config.base import MODALITIES
 
 INPUT_FIELDS = MODALITIES
 MEDIA_FIELDS = ("audio", "image", "video")
-FIELD_TYPES = ("text", "image", "audio", "video", "class", "string", "strings", "int", "float")
+FIELD_TYPES = (
+    "text",
+    "image",
+    "audio",
+    "video",
+    "class",
+    "string",
+    "strings",
+    "int",
+    "float",
+    "messages",
+)
+MESSAGE_ROLES = ("system", "user", "assistant")
 CONVENTIONAL_TYPES: dict[str, str] = {
     "text": "text",
     "image": "image",
@@ -33,6 +45,7 @@ CONVENTIONAL_TYPES: dict[str, str] = {
     "answer": "string",
     "question_type": "string",
     "transcript": "string",
+    "messages": "messages",
 }
 """Types of the conventional fields when no dataset card says otherwise."""
 
@@ -132,6 +145,8 @@ def check_value(name: str, value: Any, kind: str, classes: Iterable[str] = ()) -
         return _check_media_path(value)
     if kind == "strings":
         return _check_strings(value)
+    if kind == "messages":
+        return check_messages(value)
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         return "wrong_type", f"must be an integer, got {_describe(value)}"
     if kind == "float" and (not isinstance(value, int | float) or isinstance(value, bool)):
@@ -155,6 +170,24 @@ def _check_strings(value: Any) -> tuple[str, str]:
             return "wrong_type", f"item {i} must be a string, got {_describe(item)}"
         if not item.strip():
             return "empty_text", f"item {i} is empty"
+    return "", ""
+
+
+def check_messages(value: Any) -> tuple[str, str]:
+    """A conversation: a non-empty list of ``{role, content}`` objects (roles ``system``,
+    ``user``, ``assistant``; string contents) with at least one assistant turn."""
+    if not isinstance(value, list) or not value:
+        return "wrong_type", f"must be a non-empty list of messages, got {_describe(value)}"
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"role", "content"} or "role" not in item:
+            return "wrong_type", f"message {i} must be an object with role and content"
+        if item["role"] not in MESSAGE_ROLES:
+            valid = ", ".join(MESSAGE_ROLES)
+            return "bad_role", f"message {i} has role {item['role']!r}; valid: {valid}"
+        if not isinstance(item.get("content"), str):
+            return "wrong_type", f"message {i} content must be a string"
+    if not any(item["role"] == "assistant" for item in value):
+        return "no_answer", "has no assistant message (nothing to train on)"
     return "", ""
 
 

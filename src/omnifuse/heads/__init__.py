@@ -2,17 +2,19 @@
 tensor; task objectives live elsewhere.
 
 Importing this package registers the head types ``classification``, ``projection``, ``mlm``,
-``reconstruction``, ``caption_decoder`` and ``video_generator``.
+``reconstruction``, ``caption_decoder``, ``video_generator`` and ``causal_lm``.
 """
 
 from omnifuse.heads.basic import ClassificationHead, ProjectionHead
 from omnifuse.heads.caption_decoder import CaptionDecoder
+from omnifuse.heads.causal_lm import CausalLMHead
 from omnifuse.heads.mlm import MLMHead
 from omnifuse.heads.reconstruction import ReconstructionHead
 from omnifuse.heads.video_generator import VideoGenerator
 
 __all__ = [
     "CaptionDecoder",
+    "CausalLMHead",
     "ClassificationHead",
     "MLMHead",
     "ProjectionHead",

@@ -63,6 +63,7 @@ def process_request(
         MediaError: a value that cannot be loaded (names the path).
     """
     given = {m: v for m, v in raws.items() if v is not None}
+    processors = task.request_processors(processors)
     inputs = {
         m: process_values(processors, device, m, given[m]) for m in sorted(given) if m in reads
     }

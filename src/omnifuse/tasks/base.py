@@ -220,6 +220,11 @@ class Task(nn.Module, ABC):
         kept = {m: index_inputs(d, index) for m, d in inputs.items()}
         return Evaluated(self.predict(model, kept, options), [refs[i] for i in rows], rows)
 
+    def request_processors(self, processors: Processors) -> Processors:
+        """The processors that turn this task's raw request inputs into tensors (default: the
+        model's; a task that reads a prompt with its own tokenizer adds it)."""
+        return processors
+
     def describe(self, prediction: Prediction, reference: Any) -> tuple[str, str] | None:
         """``(prediction, reference)`` as texts for a prediction grid; None: nothing to show."""
         return None
@@ -402,6 +407,7 @@ _TASK_MODULES = (
     "omnifuse.tasks.masked_modeling",
     "omnifuse.tasks.captioning",
     "omnifuse.tasks.video_generation",
+    "omnifuse.tasks.instruction",
 )
 
 
