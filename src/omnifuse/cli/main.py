@@ -20,6 +20,7 @@ from omnifuse.cli.data import app as data_app
 from omnifuse.cli.evaluate import evaluate as eval_command
 from omnifuse.cli.plugins import add_plugin_commands
 from omnifuse.cli.predict import predict as predict_command
+from omnifuse.cli.serve import serve as serve_command
 from omnifuse.cli.train import train as train_command
 from omnifuse.config import ConfigError, dump_config, list_presets, load_config
 from omnifuse.modalities.base import MediaError
@@ -42,6 +43,7 @@ app.add_typer(data_app, name="data")
 app.command("predict")(predict_command)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
+app.command("serve")(serve_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
