@@ -51,8 +51,10 @@ class Batcher:
         self.runner = runner
         self.settings = settings
         self.metrics = metrics
-        self._queues: dict[tuple[str, ...], asyncio.Queue[_Request]] = {}
-        self._collectors: list[asyncio.Task[None]] = []
+        # Keyed by event loop too: a test client (or a restarted lifespan) may run the same
+        # app on a new loop, and asyncio queues and tasks belong to the loop that made them.
+        self._queues: dict[tuple[int, tuple[str, ...]], asyncio.Queue[_Request]] = {}
+        self._collectors: dict[int, list[asyncio.Task[None]]] = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnifuse-model")
 
     async def submit(self, task: str, raws: Raws, options: PredictOptions) -> list[dict[str, Any]]:
@@ -66,12 +68,13 @@ class Batcher:
     def _queue(
         self, key: tuple[str, ...], task: str, options: PredictOptions
     ) -> asyncio.Queue[_Request]:
-        if key not in self._queues:
+        loop = id(asyncio.get_running_loop())
+        if (loop, key) not in self._queues:
             queue: asyncio.Queue[_Request] = asyncio.Queue()
-            self._queues[key] = queue
-            collector = self._collect(task, options, queue)
-            self._collectors.append(asyncio.create_task(collector))
-        return self._queues[key]
+            self._queues[loop, key] = queue
+            collector = asyncio.create_task(self._collect(task, options, queue))
+            self._collectors.setdefault(loop, []).append(collector)
+        return self._queues[loop, key]
 
     async def _collect(
         self, task: str, options: PredictOptions, queue: asyncio.Queue[_Request]
@@ -127,13 +130,17 @@ class Batcher:
             start += request.size
 
     async def close(self) -> None:
-        """Stop collecting and wait for the forward pass in progress to finish."""
-        for collector in self._collectors:
+        """Stop this loop's collectors and wait for the forward pass in progress to finish
+        (the thread stays, so the app can start again)."""
+        loop = id(asyncio.get_running_loop())
+        collectors = self._collectors.pop(loop, [])
+        for collector in collectors:
             collector.cancel()
-        for collector in self._collectors:
+        for collector in collectors:
             with contextlib.suppress(asyncio.CancelledError):
                 await collector
-        self._thread.shutdown(wait=True)
+        self._queues = {k: q for k, q in self._queues.items() if k[0] != loop}
+        await asyncio.get_running_loop().run_in_executor(self._thread, lambda: None)
 
 
 def _settle(request: _Request, outcome: list[dict[str, Any]] | Exception) -> None:

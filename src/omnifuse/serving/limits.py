@@ -50,8 +50,9 @@ class Limits:
 class LimitExceeded(Exception):
     """A request over one of :class:`Limits` (HTTP 413)."""
 
-    def __init__(self, limit: str, value: float, allowed: float, what: str) -> None:
-        super().__init__(f"{what} is {value:g}, over the limit {limit}={allowed:g}")
+    def __init__(self, limit: str, value: float | str, allowed: float, what: str) -> None:
+        shown = f"{value:g}" if isinstance(value, int | float) else value
+        super().__init__(f"{what} is {shown}, over the limit {limit}={allowed:g}")
         self.limit = limit
 
 
@@ -84,10 +85,14 @@ def decode_image(data: bytes, name: str, limits: Limits) -> Image.Image:
             image.load()
     except LimitExceeded:
         raise
+    except Image.DecompressionBombError as err:  # PIL's own check, at twice its pixel limit
+        raise LimitExceeded(
+            "max_image_pixels", "far too many", limits.max_image_pixels, f"{name} pixels"
+        ) from err
     except UnidentifiedImageError:
         raise BadInput(f"{name}: not a readable image (unknown or unsupported format)") from None
     # PIL reports truncated or corrupt data as OSError, SyntaxError or ValueError by codec.
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as err:
+    except (OSError, SyntaxError, ValueError, Warning) as err:
         raise BadInput(f"{name}: cannot decode image: {err}") from None
     return image
 
