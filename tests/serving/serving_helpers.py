@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ class FakeBackend:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.calls: list[int] = []  # samples per forward pass
+        self.started = threading.Event()  # set when a forward pass begins
 
     def describe(self) -> list[TaskInfo]:
         return [TaskInfo("echo", "fake", ("classify",), MODALITIES, ())]
@@ -60,6 +62,7 @@ class FakeBackend:
     def predict(
         self, task: str, raws: Mapping[str, Sequence[Any]], options: Any, out_dir: Path | None
     ) -> list[dict[str, Any]]:
+        self.started.set()
         time.sleep(self.delay)
         size = len(next(iter(raws.values())))
         self.calls.append(size)

@@ -88,7 +88,8 @@ def free_port() -> int:
 def test_shutdown_lets_in_flight_requests_finish() -> None:
     """A server told to exit while a slow request runs still answers it, then stops."""
     port = free_port()
-    app = create_app(FakeBackend(delay=1.0), ServeSettings())
+    backend = FakeBackend(delay=1.0)
+    app = create_app(backend, ServeSettings())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -104,7 +105,7 @@ def test_shutdown_lets_in_flight_requests_finish() -> None:
 
         caller = threading.Thread(target=call)
         caller.start()
-        time.sleep(0.4)  # the request is in the model now
+        assert backend.started.wait(timeout=20)  # the request is in the model now
         server.should_exit = True
         caller.join(timeout=20)
         thread.join(timeout=20)

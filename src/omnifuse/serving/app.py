@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import secrets
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from omnifuse.serving.batching import Batcher, BatchSettings, Raws
 from omnifuse.serving.inputs import TaskNotFound, parse, pick_task, predict_options, to_raws
 from omnifuse.serving.limits import BadInput, LimitExceeded, Limits
 from omnifuse.serving.metrics import Metrics
+from omnifuse.serving.middleware import RequestFrame
 from omnifuse.serving.openapi import install_openapi, task_route
 from omnifuse.serving.schemas import ModelsResponse, PredictResponse, TaskModel
 from omnifuse.tasks import PredictOptions
@@ -75,12 +73,15 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.tasks: list[TaskInfo] = backend.describe()
+        self._clip_tasks = {t.name for t in self.tasks if "generate_video" in t.serves}
         self.batcher = Batcher(self._run_batch, settings.batching, self.metrics)
         self.ready = False
 
     def _run_batch(self, task: str, raws: Raws, options: PredictOptions) -> list[dict[str, Any]]:
         """One forward pass (worker thread); generated clips are read back as bytes, because
         their temporary folder is gone once this returns."""
+        if task not in self._clip_tasks:  # a temporary folder costs ~1 ms: only where needed
+            return self.backend.predict(task, raws, options, None)
         with tempfile.TemporaryDirectory(prefix="omnifuse-clips-") as folder:
             rows = self.backend.predict(task, raws, options, Path(folder))
             return [_inline_files(row) for row in rows]
@@ -93,6 +94,8 @@ class Service:
         parsed = await parse(request, limits)
         task = pick_task(self.tasks, verb, parsed.task or default_task, sorted(parsed.entries))
         options = predict_options(parsed.options)
+        if "video" not in parsed.entries:
+            return task, await self.run(task.name, to_raws(parsed, limits, None), options)
         with tempfile.TemporaryDirectory(prefix="omnifuse-upload-") as folder:
             raws = to_raws(parsed, limits, Path(folder))
             return task, await self.run(task.name, raws, options)
@@ -145,7 +148,7 @@ def create_app(source: Pipeline | Backend, settings: ServeSettings | None = None
         lifespan=lifespan,
     )
     app.state.service = service
-    _install_middleware(app, service)
+    app.add_middleware(RequestFrame, metrics=service.metrics, api_key=service.settings.api_key)
     _install_errors(app, service)
     _install_meta_routes(app, service)
     _install_task_routes(app, service)
@@ -155,46 +158,6 @@ def create_app(source: Pipeline | Backend, settings: ServeSettings | None = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(app)
     return app
-
-
-def _install_middleware(app: FastAPI, service: Service) -> None:
-    key = service.settings.api_key
-
-    @app.middleware("http")
-    async def frame(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        start = time.perf_counter()
-        if (
-            key is not None
-            and request.url.path.startswith("/v1/")
-            and not _authorized(request, key)
-        ):
-            response: Response = error_response(
-                request, ApiError(401, "unauthorized", "missing or wrong API key")
-            )
-        else:
-            response = await call_next(request)
-        elapsed = time.perf_counter() - start
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        service.metrics.observe(route, response.status_code, elapsed)
-        response.headers["x-request-id"] = request_id
-        log.info(
-            "request_id=%s %s %s -> %d in %.1f ms",
-            request_id,
-            request.method,
-            request.url.path,
-            response.status_code,
-            elapsed * 1000,
-        )
-        return response
-
-
-def _authorized(request: Request, key: str) -> bool:
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    given = given or request.headers.get("x-api-key", "")
-    return secrets.compare_digest(given.encode(), key.encode())
 
 
 def error_response(request: Request, err: ApiError) -> JSONResponse:
@@ -299,9 +262,10 @@ def _install_task_routes(app: FastAPI, service: Service) -> None:
 
 
 def _task_handler(service: Service, verb: str | None) -> Callable[[Request], Awaitable[Any]]:
-    async def handle(request: Request) -> PredictResponse:
+    async def handle(request: Request) -> JSONResponse:
         task, rows = await service.predict(request, verb)
-        return PredictResponse(task=task.name, predictions=[json_ready(r) for r in rows])
+        # A plain JSONResponse: validating our own PredictResponse again costs time per request.
+        return JSONResponse({"task": task.name, "predictions": [json_ready(r) for r in rows]})
 
     return handle
 

@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent requests for the same task run in one forward pass.
 
 One asyncio queue per (task, input modalities, options); a collector coroutine per queue takes
-the first waiting request, then keeps adding requests until ``max_batch`` samples or
-``max_wait_ms`` have passed, and hands the merged batch to a single worker thread. The event loop
+the first waiting request and every queued one, then (while traffic is concurrent) keeps adding
+requests until ``max_batch`` samples or ``max_wait_ms`` have passed, and hands the merged batch
+to a single worker thread. The event loop
 never runs the model, and one thread means one forward pass at a time: while it runs, new
 requests queue up, so batches grow exactly when the server is busy.
 """
@@ -80,18 +81,23 @@ class Batcher:
         self, task: str, options: PredictOptions, queue: asyncio.Queue[_Request]
     ) -> None:
         held: _Request | None = None
+        busy = False
         while True:
             first = held if held is not None else await queue.get()
-            batch, held = await self._gather(first, queue)
+            batch, held = await self._gather(first, queue, wait=busy)
+            # Wait for company only under concurrent traffic: a lone client would pay
+            # max_wait_ms on every request for nothing.
+            busy = len(batch) > 1 or held is not None or not queue.empty()
             await self._run(task, options, batch)
 
     async def _gather(
-        self, first: _Request, queue: asyncio.Queue[_Request]
+        self, first: _Request, queue: asyncio.Queue[_Request], wait: bool
     ) -> tuple[list[_Request], _Request | None]:
-        """``first`` plus what arrives within ``max_wait_ms``, up to ``max_batch`` samples; a
-        request that would overflow the batch is held for the next one."""
+        """``first`` plus what is queued (and, if ``wait``, what arrives within
+        ``max_wait_ms``), up to ``max_batch`` samples; a request that would overflow the batch
+        is held for the next one."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.max_wait_ms / 1000
+        deadline = loop.time() + (self.settings.max_wait_ms / 1000 if wait else 0.0)
         batch, size = [first], first.size
         while size < self.settings.max_batch:
             try:

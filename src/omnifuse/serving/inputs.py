@@ -110,9 +110,10 @@ async def _form_value(value: Any, modality: str) -> Any:
     return value
 
 
-def to_raws(parsed: Parsed, limits: Limits, folder: Path) -> dict[str, list[Any]]:
+def to_raws(parsed: Parsed, limits: Limits, folder: Path | None) -> dict[str, list[Any]]:
     """Entries -> what the processors take: texts, PIL images, ``(samples, rate)``, video
-    paths in ``folder``. Raises :class:`BadInput` or ``LimitExceeded``."""
+    paths in ``folder`` (needed when there are videos). Raises :class:`BadInput` or
+    ``LimitExceeded``."""
     if not parsed.entries:
         raise BadInput(f"no input given; send one or more of {', '.join(MODALITIES)}")
     sizes = {m: len(v) for m, v in parsed.entries.items()}
@@ -125,7 +126,9 @@ def to_raws(parsed: Parsed, limits: Limits, folder: Path) -> dict[str, list[Any]
     return {m: _decode_all(m, v, limits, folder) for m, v in parsed.entries.items()}
 
 
-def _decode_all(modality: str, values: Sequence[Any], limits: Limits, folder: Path) -> list[Any]:
+def _decode_all(
+    modality: str, values: Sequence[Any], limits: Limits, folder: Path | None
+) -> list[Any]:
     out: list[Any] = []
     for i, value in enumerate(values):
         name = f"{modality}[{i}]"
@@ -137,8 +140,10 @@ def _decode_all(modality: str, values: Sequence[Any], limits: Limits, folder: Pa
             out.append(decode_image(data, name, limits))
         elif modality == "audio":
             out.append(decode_audio(data, name, limits))
-        else:
+        elif folder is not None:
             out.append(save_video(data, name, limits, folder, i))
+        else:
+            raise ValueError("videos need a folder to be written to")
     return out
 
 

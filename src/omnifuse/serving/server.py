@@ -70,6 +70,7 @@ def serve(
         "port": port,
         "timeout_graceful_shutdown": int(settings.limits.timeout_s) + 5,
         "log_level": "info",
+        "access_log": False,  # RequestFrame logs every request, with its request id
     }
     if workers == 1:
         app = create_app(load_backend(run_dir, backend, device), settings)
