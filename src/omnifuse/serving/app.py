@@ -31,6 +31,7 @@ from omnifuse.serving.inputs import TaskNotFound, parse, pick_task, predict_opti
 from omnifuse.serving.limits import BadInput, LimitExceeded, Limits
 from omnifuse.serving.metrics import Metrics
 from omnifuse.serving.middleware import RequestFrame
+from omnifuse.serving.openai import install_openai_routes
 from omnifuse.serving.openapi import install_openapi, task_route
 from omnifuse.serving.schemas import ModelsResponse, PredictResponse, TaskModel
 from omnifuse.tasks import PredictOptions
@@ -152,8 +153,6 @@ def create_app(source: Pipeline | Backend, settings: ServeSettings | None = None
     _install_errors(app, service)
     _install_meta_routes(app, service)
     _install_task_routes(app, service)
-    from omnifuse.serving.openai import install_openai_routes
-
     install_openai_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(app)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from omnifuse.heads.decoding import DecodingOptions
 from omnifuse.inference import Pipeline
 from omnifuse.tasks import PredictOptions
 
@@ -94,7 +93,3 @@ def as_backend(source: Pipeline | Backend) -> Backend:
     """A pipeline wrapped in :class:`TorchBackend`; a backend as it is."""
     return TorchBackend(source) if isinstance(source, Pipeline) else source
 
-
-def default_options(decoding: DecodingOptions | None = None) -> PredictOptions:
-    """Prediction options of a request that sets none."""
-    return PredictOptions(decoding or DecodingOptions())

@@ -9,7 +9,6 @@ client's filename is never used as a path), because the video processor reads pa
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +76,10 @@ def decode_image(data: bytes, name: str, limits: Limits) -> Image.Image:
     """Image bytes -> a fully decoded PIL image, its pixel count checked from the header first."""
     check_upload(data, name, limits)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            check("max_image_pixels", width * height, limits.max_image_pixels, f"{name} pixels")
-            image.load()
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        check("max_image_pixels", width * height, limits.max_image_pixels, f"{name} pixels")
+        image.load()
     except LimitExceeded:
         raise
     except Image.DecompressionBombError as err:  # PIL's own check, at twice its pixel limit
@@ -92,7 +89,7 @@ def decode_image(data: bytes, name: str, limits: Limits) -> Image.Image:
     except UnidentifiedImageError:
         raise BadInput(f"{name}: not a readable image (unknown or unsupported format)") from None
     # PIL reports truncated or corrupt data as OSError, SyntaxError or ValueError by codec.
-    except (OSError, SyntaxError, ValueError, Warning) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise BadInput(f"{name}: cannot decode image: {err}") from None
     return image
 
