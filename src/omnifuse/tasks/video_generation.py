@@ -17,11 +17,11 @@ from torch import Tensor
 
 from omnifuse.config.tasks import VideoGenerationTaskConfig, VideoTokenizerTaskConfig
 from omnifuse.errors import InferenceError
-from omnifuse.heads.video_prior import null_condition
-from omnifuse.modalities.video.tokenizer import VideoTokenizer
 from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.heads.video_prior import null_condition
 from omnifuse.metrics.video import video_psnr
 from omnifuse.modalities.base import EncoderOutput
+from omnifuse.modalities.video.tokenizer import VideoTokenizer
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.tasks.base import (
     Evaluated,
