@@ -92,4 +92,3 @@ class TorchBackend:
 def as_backend(source: Pipeline | Backend) -> Backend:
     """A pipeline wrapped in :class:`TorchBackend`; a backend as it is."""
     return TorchBackend(source) if isinstance(source, Pipeline) else source
-
