@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 # The run builder lives with the inference tests (tests/ has no __init__.py files).
@@ -20,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 
 from tiny_run import build_tiny_run, one_thread
 
+import omnifuse
+from omnifuse.config import load_config
 from omnifuse.inference import Pipeline
 from omnifuse.serving import ServeSettings, create_app
 
@@ -80,13 +84,12 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``omnifuse serve`` process on a free loopback port (killed in a finally)."""
+@contextmanager
+def serve_process(run: Path, log: Path, *flags: str) -> Iterator[str]:
+    """A real ``omnifuse serve RUN`` process on a free loopback port (killed in a finally)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("live") / "server.log"
-    command = [str(Path(sys.executable).parent / "omnifuse"), "serve", str(tiny_run)]
-    command += ["--port", str(port), "--device", "cpu"]
+    command = [str(Path(sys.executable).parent / "omnifuse"), "serve", str(run)]
+    command += ["--port", str(port), "--device", "cpu", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -101,6 +104,38 @@ def live_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``omnifuse serve`` of the tiny run."""
+    with serve_process(tiny_run, tmp_path_factory.mktemp("live") / "server.log") as url:
+        yield url
+
+
+VIDEO_OVERRIDES = [
+    "model.heads={generator: {type: video_generator, source: text}}",
+    "tasks={gen: {type: video_generation, head: generator}}",
+]
+
+
+@pytest.fixture(scope="session")
+def video_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run dir of the tiny preset with an untrained video generator (no data needed)."""
+    run = tmp_path_factory.mktemp("video") / "run"
+    run.mkdir()
+    config = load_config("tiny", VIDEO_OVERRIDES)
+    model, processors = omnifuse.create_model("tiny", VIDEO_OVERRIDES)
+    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    omnifuse.save(run / "model", model, processors, config)
+    return run
+
+
+@pytest.fixture(scope="session")
+def live_video_server(video_run: Path) -> Iterator[str]:
+    """``omnifuse serve`` of the video run with two worker processes."""
+    with serve_process(video_run, video_run.parent / "server.log", "--workers", "2") as url:
+        yield url
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = 90) -> None:

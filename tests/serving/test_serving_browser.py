@@ -67,3 +67,30 @@ def run_task(page: Page, task: str, upload: Path, text: str = "") -> None:
     page.click("#submit")
     page.wait_for_selector("#result[data-done='1']", timeout=30_000)
     assert page.locator("#result .error").count() == 0, page.inner_text("#result")
+
+
+@pytest.mark.slow
+def test_page_plays_a_generated_video(live_video_server: str, tmp_path: Path) -> None:
+    """Text -> ``/v1/generate-video`` -> an MP4 the page's ``<video>`` element decodes."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install it with `sudo apt-get install -y chromium`")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(live_video_server + "/")
+            page.wait_for_selector("#task option[value=gen]", state="attached")
+            assert not page.is_visible("#drop")  # text-only task: no file input
+            page.fill("#text", "a red square moving right")
+            page.click("#submit")
+            page.wait_for_selector("#result[data-done='1']", timeout=60_000)
+            assert page.locator("#result .error").count() == 0, page.inner_text("#result")
+            # readyState >= 2: the first frame is decoded (Chromium can play the MP4).
+            page.wait_for_function(
+                "document.querySelector('#result video').readyState >= 2", timeout=30_000
+            )
+            duration = page.evaluate("document.querySelector('#result video').duration")
+            assert duration > 0
+            page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+        finally:
+            browser.close()

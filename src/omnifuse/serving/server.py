@@ -77,4 +77,12 @@ def serve(
         uvicorn.run(app, **common)
         return
     os.environ[SETTINGS_ENV] = _encode(run_dir, settings, backend, device)
-    uvicorn.run("omnifuse.serving.server:app_from_env", factory=True, workers=workers, **common)
+    # Each worker imports torch and loads the run before it answers the supervisor's pings; on
+    # a busy machine that exceeds uvicorn's 5 s default, and the worker is killed in a loop.
+    uvicorn.run(
+        "omnifuse.serving.server:app_from_env",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=120,
+        **common,
+    )
