@@ -151,4 +151,6 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=512)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Accepted for compatibility; ignored (greedy decoding)."
+    )
