@@ -63,7 +63,8 @@ def run_task(page: Page, task: str, upload: Path, text: str = "") -> None:
     if text:
         page.fill("#text", text)
     page.evaluate("document.getElementById('result').dataset.done = ''")
-    page.set_input_files("#file", str(upload))
+    kind = "audio" if upload.suffix == ".wav" else "image"
+    page.set_input_files(f"#file-{kind}", str(upload))
     page.click("#submit")
     page.wait_for_selector("#result[data-done='1']", timeout=30_000)
     assert page.locator("#result .error").count() == 0, page.inner_text("#result")
@@ -80,7 +81,7 @@ def test_page_plays_a_generated_video(live_video_server: str, tmp_path: Path) ->
             page = browser.new_page()
             page.goto(live_video_server + "/")
             page.wait_for_selector("#task option[value=gen]", state="attached")
-            assert not page.is_visible("#drop")  # text-only task: no file input
+            assert not page.is_visible("#drop")  # text-only task: no file inputs
             page.fill("#text", "a red square moving right")
             page.click("#submit")
             page.wait_for_selector("#result[data-done='1']", timeout=60_000)

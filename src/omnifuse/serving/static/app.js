@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { tasks: [], file: null };
+const MEDIA = ["image", "audio", "video"];
+const state = { tasks: [], files: {} };
 const keyInput = $("key");
 keyInput.value = localStorage.getItem("omnifuse-key") || "";
 
@@ -29,43 +30,57 @@ async function loadTasks() {
 
 function current() { return state.tasks.find((t) => t.name === $("task").value); }
 
+function media() { return current().inputs.filter((m) => MEDIA.includes(m)); }
+
 function onTask() {
   const t = current();
   if (!t) return;
-  const media = t.inputs.filter((m) => m !== "text");
+  const kinds = media();
   $("task-info").textContent = `reads ${t.inputs.join(", ")}; serves ${t.serves.join(", ")}`;
-  $("drop").hidden = media.length === 0;
-  $("drop-kinds").textContent = media.join(" or ");
-  $("file").accept = media.map((m) => m + "/*").join(",");
-  $("record").hidden = !(media.includes("audio") && navigator.mediaDevices && window.MediaRecorder);
+  $("drop").hidden = kinds.length === 0;
+  $("drop-kinds").textContent = kinds.join(" / ");
+  for (const label of document.querySelectorAll("[data-media]")) {
+    label.hidden = !kinds.includes(label.dataset.media);
+  }
+  $("record").hidden = !(kinds.includes("audio") && navigator.mediaDevices && window.MediaRecorder);
   $("text-label").hidden = !t.inputs.includes("text");
-  setFile(null);
+  state.files = {};
+  for (const kind of MEDIA) $("file-" + kind).value = "";
+  showFiles();
 }
 
-function mediaKind(file) {
-  const t = current();
+// A dropped file goes to the modality its MIME type names, else to the first one still empty.
+function kindOf(file) {
+  const kinds = media();
   const kind = (file.type || "").split("/")[0];
-  const media = t.inputs.filter((m) => m !== "text");
-  return media.includes(kind) ? kind : media[0];
+  return kinds.includes(kind) ? kind : kinds.find((k) => !state.files[k]) || kinds[0];
 }
 
-function setFile(file) {
-  state.file = file;
-  $("file-name").textContent = file ? `${file.name || "recording.wav"} (${file.size} bytes)` : "";
+function setFile(kind, file) {
+  state.files[kind] = file;
+  showFiles();
+}
+
+function showFiles() {
+  const names = Object.entries(state.files).filter(([, f]) => f)
+    .map(([k, f]) => `${k}: ${f.name || "recording.wav"} (${f.size} bytes)`);
+  $("file-name").textContent = names.join("; ");
   const img = $("preview");
-  img.hidden = !(file && (file.type || "").startsWith("image/"));
-  if (!img.hidden) img.src = URL.createObjectURL(file);
+  img.hidden = !state.files.image;
+  if (!img.hidden) img.src = URL.createObjectURL(state.files.image);
 }
 
 $("task").addEventListener("change", onTask);
-$("file").addEventListener("change", (e) => setFile(e.target.files[0] || null));
+for (const kind of MEDIA) {
+  $("file-" + kind).addEventListener("change", (e) => setFile(kind, e.target.files[0] || null));
+}
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  if (e.dataTransfer.files.length) setFile(e.dataTransfer.files[0]);
+  for (const file of e.dataTransfer.files) setFile(kindOf(file), file);
 });
 
 // Microphone: record, decode with Web Audio, send as 16-bit WAV (the server reads WAV/FLAC/OGG,
@@ -83,7 +98,7 @@ $("record").addEventListener("click", async () => {
     button.textContent = "Record from microphone";
     const buffer = await new Blob(chunks).arrayBuffer();
     const audio = await new AudioContext().decodeAudioData(buffer);
-    setFile(new File([wav(audio.getChannelData(0), audio.sampleRate)], "recording.wav",
+    setFile("audio", new File([wav(audio.getChannelData(0), audio.sampleRate)], "recording.wav",
       { type: "audio/wav" }));
   };
   state.recorder = recorder;
@@ -109,7 +124,9 @@ $("form").addEventListener("submit", async (e) => {
   const data = new FormData();
   data.append("task", t.name);
   if (t.inputs.includes("text") && $("text").value) data.append("text", $("text").value);
-  if (state.file) data.append(mediaKind(state.file), state.file, state.file.name || "upload");
+  for (const [kind, file] of Object.entries(state.files)) {
+    if (file) data.append(kind, file, file.name || "upload");
+  }
   const video = t.serves.includes("generate_video");
   const url = video ? "/v1/generate-video?response_format=mp4" : "/v1/predict";
   $("result").innerHTML = "<p>running…</p>";
