@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the built-in datasets need (fonts, emoji names, fortunes, flite voices).
+# Debian packages the built-in datasets need (fonts, emoji names, fortunes, flite voices) and
+# the headless browser of the web-page test (chromium, driven by Playwright; curl for the live
+# server test).
 # Installs them when run as root; otherwise prints the exact command and fails.
 set -euo pipefail
-PACKAGES=(fonts-noto-color-emoji unicode-data fortunes fortunes-min flite)
+PACKAGES=(fonts-noto-color-emoji unicode-data fortunes fortunes-min flite chromium curl)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -22,6 +22,7 @@ from omnifuse.cli.evaluate import evaluate as eval_command
 from omnifuse.cli.export import export as export_command
 from omnifuse.cli.plugins import add_plugin_commands
 from omnifuse.cli.predict import predict as predict_command
+from omnifuse.cli.serve import serve as serve_command
 from omnifuse.cli.train import train as train_command
 from omnifuse.config import dump_config, list_presets, load_config
 
@@ -43,6 +44,7 @@ app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("chat")(chat_command)
+app.command("serve")(serve_command)
 
 out = Console(soft_wrap=True)
 
