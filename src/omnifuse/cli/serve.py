@@ -39,7 +39,9 @@ def serve(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per request (504).")] = 30.0,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload.")] = 16.0,
     max_request_batch: Annotated[int, typer.Option(min=1, help="Samples per request.")] = 32,
-    backend: Annotated[str, typer.Option(help="Runtime: torch (ONNX: planned).")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="Runtime: torch, or onnx (the RUN_DIR/onnx of omnifuse export).")
+    ] = "torch",
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
 ) -> None:
     """Serve RUN_DIR over HTTP: task endpoints, OpenAI-style chat/transcriptions, a web page."""

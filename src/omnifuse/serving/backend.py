@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from omnifuse.errors import InferenceError
+from omnifuse.export import OnnxPredictor
 from omnifuse.inference import Pipeline
-from omnifuse.tasks import PredictOptions
+from omnifuse.tasks import PredictOptions, task_class
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,49 @@ class TorchBackend:
         out_dir: Path | None,
     ) -> list[dict[str, Any]]:
         return self.pipe.predict(task, options, out_dir, **raws)
+
+
+class OnnxBackend:
+    """:class:`Backend` over an ``omnifuse export --format onnx`` directory: onnxruntime runs
+    the graphs, so torch is not in the request path's model execution (the run's processors
+    still make the input tensors; see :mod:`omnifuse.export.runtime`). Greedy decoding only."""
+
+    name = "onnx"
+
+    def __init__(self, predictor: OnnxPredictor) -> None:
+        self.predictor = predictor
+
+    def describe(self) -> list[TaskInfo]:
+        infos = []
+        for name, meta in self.predictor.manifest["tasks"].items():
+            inputs = tuple(sorted(meta["inputs"]))
+            labels = meta.get("class_names")
+            infos.append(
+                TaskInfo(
+                    name=name,
+                    type=str(meta["type"]),
+                    serves=tuple(task_class(str(meta["type"])).serves),
+                    inputs=inputs,
+                    required=inputs,  # an exported graph takes all of its task's inputs
+                    labels=tuple(str(x) for x in labels) if labels else None,
+                )
+            )
+        return infos
+
+    def predict(
+        self,
+        task: str,
+        raws: Mapping[str, Sequence[Any]],
+        options: PredictOptions,
+        out_dir: Path | None,
+    ) -> list[dict[str, Any]]:
+        if options.decoding.strategy != "greedy":
+            raise InferenceError(
+                f"the onnx backend decodes greedily only (got strategy "
+                f"{options.decoding.strategy!r}); serve with --backend torch for beam/nucleus"
+            )
+        generate = dict(options.generate) or None
+        return self.predictor.predict(task, options.top_k, out_dir, generate, **raws)
 
 
 def as_backend(source: Pipeline | Backend) -> Backend:

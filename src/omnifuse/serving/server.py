@@ -16,22 +16,27 @@ from typing import Any, Literal
 import uvicorn
 from fastapi import FastAPI
 
+from omnifuse.export import OnnxPredictor
 from omnifuse.inference import Pipeline
 from omnifuse.serving.app import ServeSettings, create_app
-from omnifuse.serving.backend import Backend, TorchBackend
+from omnifuse.serving.backend import Backend, OnnxBackend, TorchBackend
 from omnifuse.serving.batching import BatchSettings
 from omnifuse.serving.limits import Limits
 
 SETTINGS_ENV = "OMNIFUSE_SERVE_SETTINGS"
-BackendName = Literal["torch"]
-BACKENDS: tuple[BackendName, ...] = ("torch",)
+BackendName = Literal["torch", "onnx"]
+BACKENDS: tuple[BackendName, ...] = ("torch", "onnx")
 
 
 def load_backend(run_dir: Path, backend: str = "torch", device: str | None = None) -> Backend:
-    """The runtime that serves ``run_dir`` (``torch``; ONNX plugs in here)."""
-    if backend != "torch":
-        raise ValueError(f"backend {backend!r} is not available; valid choices: {BACKENDS}")
-    return TorchBackend(Pipeline.load(run_dir, device=device))
+    """The runtime that serves ``run_dir``: ``torch`` (the run itself) or ``onnx`` (its
+    ``omnifuse export`` directory: ``RUN_DIR/onnx``, or RUN_DIR when it is one)."""
+    if backend == "torch":
+        return TorchBackend(Pipeline.load(run_dir, device=device))
+    if backend == "onnx":
+        exported = run_dir if (run_dir / "manifest.json").is_file() else run_dir / "onnx"
+        return OnnxBackend(OnnxPredictor.load(exported))
+    raise ValueError(f"backend {backend!r} is not available; valid choices: {', '.join(BACKENDS)}")
 
 
 def _encode(run_dir: Path, settings: ServeSettings, backend: str, device: str | None) -> str:
