@@ -24,6 +24,7 @@ TINY_HEADS: dict[str, dict[str, Any]] = {
         "tokenizer": {"stage_dims": [8, 8], "temporal_downsample": 2, "codebook_size": 8},
         "prior": {"dim": 16, "num_layers": 1, "num_heads": 2},
     },
+    "whisper_decoder": {"source": "audio", "max_length": 8},  # + path: a tiny Whisper dir
 }
 
 
@@ -39,14 +40,17 @@ def test_every_head_type_has_a_contract_case() -> None:
 
 
 @pytest.mark.parametrize("type_", sorted(TINY_HEADS))
-def test_head_contract(type_: str) -> None:
+def test_head_contract(type_: str, request: pytest.FixtureRequest) -> None:
     spec = {"type": type_, **TINY_HEADS[type_]}
+    if type_ == "whisper_decoder":
+        spec["path"] = str(request.getfixturevalue("tiny_whisper_asr"))
     model, _ = build_model(load_config("tiny", [f"model.heads.h={spec}"]).model)
     head = model.heads["h"]
     inputs = features(2, 17, 32)  # every tiny width (fusion, text, image) is 32
     # Decoders need their teacher-forced input to give (differentiable) logits.
     extra = {
         "caption_decoder": [torch.randint(7, 40, (2, 5))],
+        "whisper_decoder": [torch.randint(7, 40, (2, 5))],
         "video_generator": [torch.randint(0, 8, (2, getattr(head, "num_tokens", 0)))],
     }.get(type_, [])
     out = head(inputs, *extra)

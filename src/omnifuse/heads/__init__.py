@@ -2,7 +2,7 @@
 tensor; task objectives live elsewhere.
 
 Importing this package registers the head types ``classification``, ``projection``, ``mlm``,
-``reconstruction``, ``caption_decoder`` and ``video_generator``.
+``reconstruction``, ``caption_decoder``, ``whisper_decoder`` and ``video_generator``.
 """
 
 from omnifuse.heads.basic import ClassificationHead, ProjectionHead
@@ -10,6 +10,7 @@ from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.heads.mlm import MLMHead
 from omnifuse.heads.reconstruction import ReconstructionHead
 from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.heads.whisper_decoder import WhisperDecoder
 
 __all__ = [
     "CaptionDecoder",
@@ -18,4 +19,5 @@ __all__ = [
     "ProjectionHead",
     "ReconstructionHead",
     "VideoGenerator",
+    "WhisperDecoder",
 ]
