@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration
 
-from conftest import save_tiny_whisper_asr
 from omnifuse.config import RunConfig, validate_config
 from omnifuse.heads import WhisperDecoder
 from omnifuse.heads.decoding import DecodingOptions, decode
@@ -76,10 +75,10 @@ def test_targets_use_the_whisper_tokenizer(tiny_whisper_asr: Path) -> None:
 
 
 def test_greedy_equals_transformers_generate(
-    tmp_path: Path, media: dict[str, Callable[..., Path]]
+    tiny_whisper_asr: Path, media: dict[str, Callable[..., Path]]
 ) -> None:
-    whisper = save_tiny_whisper_asr(tmp_path / "hf")
-    model, processors, _, _ = build(tmp_path / "hf")
+    whisper = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_asr).eval()
+    model, processors, _, _ = build(tiny_whisper_asr)
     model.eval()
     batch = audio_batch(processors, media)
     head = model.heads["asr"]
@@ -88,7 +87,7 @@ def test_greedy_equals_transformers_generate(
         features = model.features("asr", model.encode(batch["inputs"]))
         ours = decode(head, features, DecodingOptions(max_length=20)).tokens
         uncached = decode(head, features, DecodingOptions(max_length=20, use_cache=False)).tokens
-        config = GenerationConfig.from_pretrained(tmp_path / "hf")
+        config = GenerationConfig.from_pretrained(tiny_whisper_asr)
         config.max_new_tokens = 20
         theirs = whisper.generate(
             batch["inputs"]["audio"]["features"].transpose(1, 2), generation_config=config
