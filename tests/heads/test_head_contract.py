@@ -25,6 +25,7 @@ TINY_HEADS: dict[str, dict[str, Any]] = {
         "prior": {"dim": 16, "num_layers": 1, "num_heads": 2},
     },
     "causal_lm": {"projector": "linear"},  # + the path of a tiny Llama (tiny_lm_dirs)
+    "whisper_decoder": {"source": "audio", "max_length": 8},  # + path: a tiny Whisper dir
 }
 
 
@@ -44,6 +45,8 @@ def test_head_contract(type_: str, request: pytest.FixtureRequest) -> None:
     spec = {"type": type_, **TINY_HEADS[type_]}
     if type_ == "causal_lm":
         spec["path"] = str(request.getfixturevalue("tiny_lm_dirs")["llama"])
+    if type_ == "whisper_decoder":
+        spec["path"] = str(request.getfixturevalue("tiny_whisper_asr"))
     model, _ = build_model(load_config("tiny", [f"model.heads.h={spec}"]).model)
     head = model.heads["h"]
     inputs = features(2, 17, 32)  # every tiny width (fusion, text, image) is 32
@@ -51,6 +54,7 @@ def test_head_contract(type_: str, request: pytest.FixtureRequest) -> None:
     extra = {
         "caption_decoder": [torch.randint(7, 40, (2, 5))],
         "causal_lm": [torch.randint(3, 20, (2, 5))],
+        "whisper_decoder": [torch.randint(7, 40, (2, 5))],
         "video_generator": [torch.randint(0, 8, (2, getattr(head, "num_tokens", 0)))],
     }.get(type_, [])
     out = head(inputs, *extra)

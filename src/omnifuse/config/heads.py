@@ -110,12 +110,35 @@ class CausalLMHeadConfig(StrictModel):
     )
 
 
+class WhisperDecoderConfig(StrictModel):
+    """A pretrained Whisper text decoder (+ its tokenizer and generation settings) loaded from
+    a local Hugging Face Whisper directory, cross-attending to the audio encoder's tokens.
+
+    The directory is what ``omnifuse convert whisper-ct2`` writes (``config.json``, weights,
+    ``tokenizer.json``, ``generation_config.json``); usually the same one the audio ``hf``
+    encoder loads.
+    """
+
+    type: Literal["whisper_decoder"] = "whisper_decoder"
+    path: Path = Field(description="Local HF Whisper directory (decoder weights + tokenizer).")
+    source: str = Field(
+        default="audio", description="The Whisper audio encoder it reads (not the fusion)."
+    )
+    max_length: int = Field(
+        default=64,
+        gt=1,
+        description="Most tokens to generate / longest target (EOS included); capped by the "
+        "checkpoint's position table minus the prompt.",
+    )
+
+
 HeadConfig = Annotated[
     ClassificationHeadConfig
     | ProjectionHeadConfig
     | MLMHeadConfig
     | ReconstructionHeadConfig
     | CaptionDecoderConfig
+    | WhisperDecoderConfig
     | VideoGeneratorConfig
     | CausalLMHeadConfig,
     Field(discriminator="type"),

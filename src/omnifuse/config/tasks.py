@@ -30,7 +30,8 @@ class BaseTaskConfig(StrictModel):
     """Fields every task has: loss weight, input modalities and an optional data override."""
 
     head_types: ClassVar[dict[str, str]] = {}
-    """Field holding a head name -> the head ``type`` that field must refer to."""
+    """Field holding a head name -> the head ``type`` that field must refer to (``"a|b"``:
+    either)."""
 
     weight: float = Field(default=1.0, ge=0.0, description="Fixed weight of the task's loss.")
     inputs: list[str] | None = Field(
@@ -204,10 +205,13 @@ class MaskedModelingTaskConfig(BaseTaskConfig):
 class CaptioningTaskConfig(BaseTaskConfig):
     """Teacher-forced text generation (captions, transcripts) from the fused inputs."""
 
-    head_types: ClassVar[dict[str, str]] = {"head": "caption_decoder"}
+    head_types: ClassVar[dict[str, str]] = {"head": "caption_decoder|whisper_decoder"}
 
     type: Literal["captioning"] = "captioning"
-    head: str = Field(description="Name of a `caption_decoder` head in model.heads.")
+    head: str = Field(
+        description="Name of a `caption_decoder` head (text encoder's tokenizer) or a "
+        "`whisper_decoder` head (its own tokenizer) in model.heads."
+    )
     target: str = Field(default="caption", description="Target field holding the text.")
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
 
@@ -216,7 +220,10 @@ class CaptioningTaskConfig(BaseTaskConfig):
 
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
         problems = []
-        if "text" not in model.encoders.configured():
+        own_tokenizer = (
+            self.head in model.heads and model.heads[self.head].type == "whisper_decoder"
+        )
+        if not own_tokenizer and "text" not in model.encoders.configured():
             problems.append(
                 f"tasks.{name}: captioning tokenises its target with the text encoder's "
                 "tokenizer; configure model.encoders.text"
@@ -460,13 +467,14 @@ def task_problems(name: str, task: BaseTaskConfig, model: ModelConfig) -> list[s
                 f"tasks.{name}.{field}={head!r} is not in model.heads; valid choices: {choices}"
             )
             continue
-        wanted, actual = task.head_types[field], model.heads[head].type
-        if actual != wanted:
-            fitting = ", ".join(repr(h) for h in heads if model.heads[h].type == wanted)
+        # "a|b": a head of either type.
+        wanted, actual = task.head_types[field].split("|"), model.heads[head].type
+        if actual not in wanted:
+            fitting = ", ".join(repr(h) for h in heads if model.heads[h].type in wanted)
             problems.append(
                 f"tasks.{name}.{field}={head!r} has type {actual!r}; task type "
-                f"{task_type(task)!r} needs a head of type {wanted!r} (configured: "
-                f"{fitting or 'none'})"
+                f"{task_type(task)!r} needs a head of type {' or '.join(map(repr, wanted))} "
+                f"(configured: {fitting or 'none'})"
             )
     configured = model.encoders.configured()
     for modality in task.inputs or []:

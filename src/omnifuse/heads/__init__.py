@@ -2,7 +2,7 @@
 tensor; task objectives live elsewhere.
 
 Importing this package registers the head types ``classification``, ``projection``, ``mlm``,
-``reconstruction``, ``caption_decoder``, ``video_generator`` and ``causal_lm``.
+``reconstruction``, ``caption_decoder``, ``whisper_decoder``, ``video_generator`` and ``causal_lm``.
 """
 
 from omnifuse.heads.basic import ClassificationHead, ProjectionHead
@@ -11,6 +11,7 @@ from omnifuse.heads.causal_lm import CausalLMHead
 from omnifuse.heads.mlm import MLMHead
 from omnifuse.heads.reconstruction import ReconstructionHead
 from omnifuse.heads.video_generator import VideoGenerator
+from omnifuse.heads.whisper_decoder import WhisperDecoder
 
 __all__ = [
     "CaptionDecoder",
@@ -20,4 +21,5 @@ __all__ = [
     "ProjectionHead",
     "ReconstructionHead",
     "VideoGenerator",
+    "WhisperDecoder",
 ]

@@ -16,6 +16,7 @@ from torch import Tensor
 from omnifuse.config.tasks import CaptioningTaskConfig
 from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.heads.decoding import decode
+from omnifuse.heads.whisper_decoder import WhisperDecoder
 from omnifuse.metrics import caption_metrics, speech_metrics, vqa_metrics
 from omnifuse.modalities.text import TextTokenizer
 from omnifuse.models.multimodal import MultimodalModel
@@ -34,6 +35,9 @@ from omnifuse.tasks.base import (
 from omnifuse.tasks.classification import QUESTION_TYPE
 from omnifuse.types import Batch, Inputs
 
+TEXT_DECODERS = (CaptionDecoder, WhisperDecoder)
+"""Heads a captioning task trains: a ``caption_decoder`` (the text encoder's tokenizer) or a
+pretrained ``whisper_decoder`` (its own tokenizer)."""
 KINDS = ("caption", "speech", "vqa")
 """What a captioning task's texts are, which decides how they are scored."""
 
@@ -42,7 +46,8 @@ KINDS = ("caption", "speech", "vqa")
 class CaptioningTask(Task):
     """Train a ``caption_decoder`` head to write a target text (caption, transcript, answer).
 
-    Targets are tokenised with the text tokenizer (no [CLS]/[SEP]), truncated to the head's
+    Targets are tokenised with the text tokenizer (no [CLS]/[SEP]) or, for a ``whisper_decoder``
+    head, with the head's own Whisper tokenizer (the prompt is the head's), truncated to the head's
     ``max_length - 1`` tokens and closed with EOS; the decoder reads BOS + the target shifted
     right and cross-attends to the fused :attr:`inputs` (by default only the image, so the
     caption is never an input). A sample without target text is not scored; a sample with a
@@ -89,8 +94,15 @@ class CaptioningTask(Task):
     def from_config(cls, name: str, config: CaptioningTaskConfig, context: TaskContext) -> Self:
         """The tokenizer comes from the text processor; the kind from the inputs and target."""
         head = context.model.heads[config.head]
-        if not isinstance(head, CaptionDecoder):
-            raise ValueError(f"tasks.{name}.head={config.head!r} is not a CaptionDecoder")
+        if not isinstance(head, TEXT_DECODERS):
+            raise ValueError(
+                f"tasks.{name}.head={config.head!r} is not a CaptionDecoder or WhisperDecoder"
+            )
+        # A pretrained decoder brings the tokenizer its vocabulary belongs to.
+        if isinstance(head, WhisperDecoder):
+            tokenizer: TextTokenizer = head.tokenizer
+        else:
+            tokenizer = text_tokenizer_of(context.processors, name)
         inputs = config.resolved_inputs(context.model.config)
         data = config.data or context.run.data
         kind = "caption"
@@ -104,7 +116,7 @@ class CaptioningTask(Task):
             inputs,
             config.head,
             config.target,
-            text_tokenizer_of(context.processors, name),
+            tokenizer,
             head.max_length,
             config.label_smoothing,
             kind,
@@ -160,8 +172,8 @@ class CaptioningTask(Task):
     def generate(self, model: MultimodalModel, inputs: Inputs, options: PredictOptions) -> Tensor:
         """``[B, T]`` generated ids (see :func:`omnifuse.heads.decoding.decode`)."""
         decoder = model.heads[self.head]
-        if not isinstance(decoder, CaptionDecoder):
-            raise ValueError(f"head {self.head!r} of task {self.name!r} is not a CaptionDecoder")
+        if not isinstance(decoder, TEXT_DECODERS):
+            raise ValueError(f"head {self.head!r} of task {self.name!r} is not a text decoder")
         features = model.features(self.head, model.encode(inputs))
         return decode(decoder, features, options.decoding).tokens
 

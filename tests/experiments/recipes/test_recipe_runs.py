@@ -13,7 +13,7 @@ from omnifuse_experiments.recipes.emoji import _chance
 from omnifuse_experiments.recipes.speech import _verdict, scores_by_engine
 
 
-@pytest.mark.parametrize("name", ["fortunes", "emoji", "speech"])
+@pytest.mark.parametrize("name", ["fortunes", "emoji", "speech", "speech-whisper"])
 def test_shipped_recipe_configs_validate(name: str, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("one two\n")
@@ -21,6 +21,7 @@ def test_shipped_recipe_configs_validate(name: str, tmp_path: Path) -> None:
         "fortunes": ["model.encoders.text.path=/models/minilm"],
         "emoji": ["model.encoders.text.path=/models/minilm"],
         "speech": [f"model.encoders.text.tokenizer.corpus=[{corpus}]"],
+        "speech-whisper": [],
     }[name]
     config = recipe_config(name, overrides)
     assert config.name == f"recipe-{name}"
@@ -93,3 +94,25 @@ def test_fortunes_quick_runs_end_to_end(tmp_path: Path) -> None:
     section = (tmp_path / "results.md").read_text()  # quick runs leave docs/results.md alone
     assert "<!-- begin:recipe-fortunes -->" in section
     assert "TF-IDF" in section and "load average" in section
+
+
+def test_speech_section_reports_whisper_per_voice_family() -> None:
+    from omnifuse_experiments.recipes.speech import section
+
+    def wer(**groups: float) -> dict[str, dict[str, float]]:
+        return {g: {"wer": v, "cer": v / 2, "utterances": 2.0} for g, v in groups.items()}
+
+    results = {
+        "samples": {"train": 8, "test": 4},
+        "pocketsphinx": wer(all=0.5, espeak=0.9, flite=0.1),
+        "ours": wer(all=0.4, espeak=0.3, flite=0.5),
+        "whisper_zero_shot": wer(all=0.2, espeak=0.3, flite=0.1),
+        "whisper_fine_tuned": wer(all=0.04, espeak=0.05, flite=0.03),
+        "examples": [],
+        "steps": 2,
+        "whisper_steps": 1,
+        "timing": {},
+    }
+    text = section(results)
+    assert "| **Whisper tiny.en fine-tuned** | WER, flite (2 utt.) | 0.030 |" in text
+    assert "flite: zero-shot 0.100, fine-tuned 0.030, pocketsphinx 0.100" in text
