@@ -26,6 +26,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from omnifuse.errors import InferenceError
+from omnifuse.tasks.base import class_prediction
 
 MANIFEST = "manifest.json"
 VIDEO_TYPES = ("video_generation", "video_tokenizer")
@@ -110,18 +111,6 @@ def softmax(logits: Array) -> Array:
     """Softmax over the last axis (max-shifted, so large logits do not overflow)."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
-
-
-def class_prediction(probs: Array, names: Sequence[str] | None) -> dict[str, Any]:
-    """``[C]`` probabilities -> ``label``, ``index``, ``score``, ``scores`` (as the tasks')."""
-    keys = list(names) if names is not None else [str(i) for i in range(probs.shape[0])]
-    best = int(probs.argmax())
-    return {
-        "label": keys[best] if names is not None else best,
-        "index": best,
-        "score": float(probs[best]),
-        "scores": dict(zip(keys, (float(p) for p in probs), strict=True)),
-    }
 
 
 class OnnxPredictor:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -358,9 +359,10 @@ def decode_texts(tokenizer: TextTokenizer, tokens: Tensor) -> list[str]:
     return out
 
 
-def class_prediction(probs: Tensor, names: Sequence[str] | None) -> Prediction:
-    """``[C]`` probabilities -> ``index``, ``label`` (its name, or the index when names are
-    unknown), ``score`` and every class's ``scores``."""
+def class_prediction(probs: Tensor | npt.NDArray[Any], names: Sequence[str] | None) -> Prediction:
+    """``[C]`` probabilities (a tensor, or a numpy array from the ONNX runtime) -> ``index``,
+    ``label`` (its name, or the index when names are unknown), ``score`` and every class's
+    ``scores``."""
     keys = list(names) if names is not None else [str(i) for i in range(probs.shape[0])]
     best = int(probs.argmax())
     return {
