@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -130,3 +133,24 @@ def test_broken_data_exits_1(run_yaml: Callable[..., Path], tmp_path: Path) -> N
     )
     assert result.exit_code == 1, result.output
     assert "data error" in result.output and "bad.jsonl" in result.output
+
+
+def test_disk_full_during_a_checkpoint_exits_1_naming_the_path(
+    run_yaml: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = torch.save
+
+    def save(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
+        if obj.get("global_step") == 4:
+            handle.write(b"PK\x03\x04 half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    config = str(run_yaml(max_steps=4, checkpoint={"every_n_steps": 2}))
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app(), ["train", config, "--run-dir", str(run_dir)])
+    assert result.exit_code == 1, result.output
+    line = " ".join(result.output.split())
+    assert f"error: cannot write checkpoint {run_dir / 'checkpoints'}" in line
+    assert "No space left on device" in line

@@ -10,7 +10,13 @@ Example:
 
 from omnifuse.training.data import MultiTaskLoader, StepBatch
 from omnifuse.training.module import NonFiniteLossError, OmnifuseModule
-from omnifuse.training.run import TrainResult, build_module, build_trainer, train
+from omnifuse.training.run import (
+    TrainingPreempted,
+    TrainResult,
+    build_module,
+    build_trainer,
+    train,
+)
 from omnifuse.training.samplers import TaskSampler, build_sampler
 from omnifuse.training.weighting import LossWeighting, UncertaintyWeighting, pcgrad
 
@@ -22,6 +28,7 @@ __all__ = [
     "StepBatch",
     "TaskSampler",
     "TrainResult",
+    "TrainingPreempted",
     "UncertaintyWeighting",
     "build_module",
     "build_sampler",

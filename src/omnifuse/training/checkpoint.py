@@ -17,13 +17,15 @@ under the final name, never a truncated one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ PERIODIC_GLOB = "step-*.ckpt"
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
+LOCK_FILE = ".lock"
 RUN_DIR_ENV = "OMNIFUSE_RUN_DIR"
 """Set by the launching process so that DDP ranks it starts use the same run directory."""
 
@@ -63,8 +66,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, Path(path))
 
 
+class RunDirLocked(RuntimeError):
+    """Another live process is training in this run directory (it holds ``RUN_DIR/.lock``)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint write failed (disk full, ...); the previous file under its name is kept."""
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``RUN_DIR/.lock`` for the life of the block.
+
+    The kernel drops the lock when the holder exits, however it dies (SIGKILL included), so a
+    stale ``.lock`` file never blocks a later run; only a live holder does.
+
+    Raises:
+        RunDirLocked: another process holds the lock (the message names the dir and its pid).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirLocked(
+                f"run dir {run_dir} is in use by another omnifuse train (pid {holder}); wait for "
+                "it to finish or choose another --run-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is never seen half-written."""
+    """``torch.save(obj, path)`` such that ``path`` is never seen half-written.
+
+    Raises:
+        CheckpointWriteError: the write failed with an ``OSError`` (ENOSPC, EIO, ...); the
+            temporary file is removed and whatever was under ``path`` before is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -73,6 +117,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path}: {reason}; the checkpoints written before are kept"
+        ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -247,10 +297,20 @@ class StepCheckpoint(ModelCheckpoint):
         )
         self.run_dir = run_dir
         self.keep = keep
+        self.preempted_at: int | None = None
+        """The step ``last.ckpt`` was written at after a SIGTERM (None: no SIGTERM)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        """Save as ModelCheckpoint does, then delete periodic checkpoints beyond ``keep``."""
+        """Save as ModelCheckpoint does, then delete periodic checkpoints beyond ``keep``.
+
+        After a SIGTERM (Lightning sets ``trainer.received_sigterm`` and stops right after this
+        hook) ``last.ckpt`` is written at the current step, so that ``--resume`` continues
+        exactly where the preempted run stopped.
+        """
         super().on_train_batch_end(trainer, *args)
+        if trainer.received_sigterm and self.preempted_at != trainer.global_step:
+            trainer.save_checkpoint(self.run_dir / CHECKPOINT_DIR / LAST)
+            self.preempted_at = trainer.global_step
         if self.keep is not None and trainer.is_global_zero:
             for old in periodic_checkpoints(self.run_dir)[: -self.keep]:
                 old.unlink(missing_ok=True)

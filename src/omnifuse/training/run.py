@@ -23,6 +23,7 @@ import torch
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from omnifuse.config.loader import ConfigError
 from omnifuse.config.run import RunConfig
@@ -45,6 +46,7 @@ from omnifuse.training.checkpoint import (
     check_run_dir,
     default_run_dir,
     last_checkpoint,
+    run_dir_lock,
     update_run_json,
     write_run_files,
 )
@@ -55,6 +57,23 @@ from omnifuse.training.module import NonFiniteLossError, OmnifuseModule, ValGrou
 from omnifuse.training.optim import apply_freeze
 
 log = logging.getLogger("omnifuse.training")
+
+
+class TrainingPreempted(Exception):
+    """The run got SIGTERM (a scheduler preempting it) and stopped after writing ``last.ckpt``.
+
+    Attributes:
+        step: The global step ``last.ckpt`` holds (``--resume`` continues from it).
+        checkpoint: The checkpoint to resume from (None: SIGTERM came before the first one).
+    """
+
+    def __init__(self, run_dir: Path, step: int, checkpoint: Path | None) -> None:
+        where = f"{checkpoint} (step {step})" if checkpoint is not None else "no checkpoint yet"
+        super().__init__(
+            f"SIGTERM: stopped at step {step}; checkpoint {where}; continue with "
+            f"omnifuse train ... --run-dir {run_dir} --resume"
+        )
+        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass
@@ -329,8 +348,24 @@ def train(
     Raises:
         ConfigError: a config that cannot be trained (named field and fix).
         NonFiniteLossError: a NaN/Inf with ``training.on_nan=stop``.
+        RunDirLocked: another live process is training in ``run_dir``.
+        TrainingPreempted: SIGTERM; ``last.ckpt`` was written at the current step.
+        CheckpointWriteError: a checkpoint write failed (disk full); the previous one is kept.
     """
     run_dir, prepares = resolve_run_dir(config, run_dir)
+    if not prepares:  # a DDP rank started by the launching process, which holds the lock
+        return _train(config, run_dir, resume, callbacks, prepares)
+    with run_dir_lock(run_dir):
+        return _train(config, run_dir, resume, callbacks, prepares)
+
+
+def _train(
+    config: RunConfig,
+    run_dir: Path,
+    resume: bool,
+    callbacks: Sequence[L.Callback],
+    prepares: bool,
+) -> TrainResult:
     if prepares:
         check_run_dir(run_dir, resume)
         if resume:
@@ -340,6 +375,10 @@ def train(
     os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
     try:
         return _fit(config, run_dir, resume, callbacks, prepares)
+    except TrainingPreempted as err:
+        if prepares:
+            update_run_json(run_dir, status="preempted", steps=err.step)
+        raise
     except NonFiniteLossError as err:
         if prepares:
             update_run_json(run_dir, status="stopped", error=str(err))
@@ -385,6 +424,14 @@ def _fit(
         # Our checkpoints hold tensors and plain values only: load them without pickle code.
         try:
             trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+        except SIGTERMException:
+            found = getattr(trainer, "callbacks", [])
+            checkpoint = next(c for c in found if isinstance(c, StepCheckpoint))
+            saved = last_checkpoint(run_dir)
+            step = checkpoint.preempted_at
+            if step is None and saved is not None:  # SIGTERM mid-validation: the last periodic one
+                step = int(torch.load(saved, weights_only=True, mmap=True)["global_step"])
+            raise TrainingPreempted(run_dir, step or 0, saved) from None
         except pickle.UnpicklingError as err:  # weights_only refused a class or code object
             first = str(err).splitlines()[0]
             raise ConfigError([f"{ckpt}: refused to unpickle ({first})"]) from None
