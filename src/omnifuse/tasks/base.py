@@ -315,23 +315,21 @@ def index_encoded(encoded: EncoderOutput, index: Tensor) -> EncoderOutput:
     return EncoderOutput(encoded.tokens[index], encoded.mask[index], encoded.pooled[index])
 
 
-def present_rows(inputs: Inputs, modalities: Sequence[str], any_of: bool = False) -> Tensor | None:
-    """``[B]`` bool, True where every one of ``modalities`` is present (``any_of``: at least
-    one); None when all rows qualify. A modality absent from ``inputs`` is absent in every row."""
+def present_rows(inputs: Inputs, modalities: Sequence[str]) -> Tensor | None:
+    """``[B]`` bool, True where every one of ``modalities`` is present; None when all rows
+    qualify. A modality absent from ``inputs`` is absent in every row."""
     rows = {int(next(iter(d.values())).shape[0]) for d in inputs.values()}
     size = rows.pop() if len(rows) == 1 else 0
     keep: Tensor | None = None
     for modality in modalities:
         if modality in inputs:
             present = inputs[modality].get("present")
-            has = None if present is None else present.bool().cpu()
+            if present is None:
+                continue
+            has = present.bool().cpu()
         else:
             has = torch.zeros(size, dtype=torch.bool)
-        if has is None:
-            if any_of:
-                return None
-            continue
-        keep = has if keep is None else (keep | has if any_of else keep & has)
+        keep = has if keep is None else keep & has
     return keep
 
 
