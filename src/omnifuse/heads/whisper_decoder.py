@@ -17,7 +17,6 @@ and teacher-forced logits stay aligned with ``decoder_input``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from omnifuse.config.heads import WhisperDecoderConfig
 from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.modalities.base import EncoderOutput
-from omnifuse.modalities.hf import load_hf_model
+from omnifuse.modalities.hf import load_hf_model, read_json_file
 from omnifuse.modalities.text import TextTokenizer
 from omnifuse.registry import HeadContext, register_head
 
@@ -83,16 +82,8 @@ class WhisperTokenizer(TextTokenizer):
 
 def read_generation_config(path: Path) -> dict[str, Any]:
     """The directory's ``generation_config.json`` (start / end ids, suppressed ids)."""
-    file = path / GENERATION_FILE
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"no {GENERATION_FILE} in Whisper directory {path}; it names the prompt and end "
-            "tokens (`omnifuse convert whisper-ct2` writes it)"
-        )
-    data = json.loads(file.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a JSON object")
-    return data
+    why = "it names the prompt and end tokens (`omnifuse convert whisper-ct2` writes it)"
+    return read_json_file(path, GENERATION_FILE, why)
 
 
 def whisper_prompt(generation: dict[str, Any]) -> list[int]:

@@ -112,18 +112,37 @@ def copy_preprocessor(source: Path, directory: Path) -> Path:
     return directory
 
 
-def read_preprocessor(path: Path) -> dict[str, Any]:
-    """The directory's ``preprocessor_config.json`` (feature extractor / image processor)."""
-    file = path / PREPROCESSOR_FILE
+def read_json_file(path: Path, name: str, why: str) -> dict[str, Any]:
+    """The JSON object in file ``name`` of the local HF directory ``path``.
+
+    Raises:
+        FileNotFoundError: no such file (the message says ``why`` it is needed).
+        ValueError: the file holds something else than a JSON object.
+    """
+    file = path / name
     if not file.is_file():
-        raise FileNotFoundError(
-            f"no {PREPROCESSOR_FILE} in HF model directory {path}; the tower's processor "
-            "settings (mean/std/size or feature extractor) come from that file"
-        )
+        raise FileNotFoundError(f"no {name} in HF model directory {path}; {why}")
     data = json.loads(file.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{file}: expected a JSON object")
     return data
+
+
+def read_preprocessor(path: Path) -> dict[str, Any]:
+    """The directory's ``preprocessor_config.json`` (feature extractor / image processor)."""
+    why = "the tower's processor settings (mean/std/size or feature extractor) come from it"
+    return read_json_file(path, PREPROCESSOR_FILE, why)
+
+
+class SavesPreprocessor:
+    """Mixin of processors configured from an HF directory: saving copies that directory's
+    ``preprocessor_config.json`` into the model directory and points the config at the copy."""
+
+    source: Path
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Copy ``preprocessor_config.json`` into ``directory``; returns ``{"path": directory}``."""
+        return {"path": copy_preprocessor(self.source, directory)}
 
 
 class HFTower(Encoder):

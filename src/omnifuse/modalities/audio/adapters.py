@@ -27,7 +27,7 @@ from omnifuse.modalities.audio.processor import AudioInput, AudioProcessor
 from omnifuse.modalities.base import EncoderOutput, Processor
 from omnifuse.modalities.hf import (
     HFTower,
-    copy_preprocessor,
+    SavesPreprocessor,
     load_hf_model,
     model_class_name,
     read_preprocessor,
@@ -53,7 +53,7 @@ def _decoder(sample_rate: int, max_seconds: float) -> AudioProcessor:
     return AudioProcessor(AudioProcessorConfig(sample_rate=sample_rate, max_seconds=max_seconds))
 
 
-class _HFAudioProcessor(Processor[Any]):
+class _HFAudioProcessor(SavesPreprocessor, Processor[Any]):
     """Shared parts: the source directory (saved with the model) and waveform decoding."""
 
     modality: ClassVar[str] = "audio"
@@ -64,10 +64,6 @@ class _HFAudioProcessor(Processor[Any]):
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
         self.decoder = _decoder(sample_rate, max_seconds)
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Copy ``preprocessor_config.json`` into ``directory``; returns ``{"path": directory}``."""
-        return {"path": copy_preprocessor(self.source, directory)}
 
 
 class WhisperFeatureProcessor(_HFAudioProcessor):

@@ -20,7 +20,7 @@ from omnifuse.layers.transformer import masked_mean
 from omnifuse.modalities.base import EncoderOutput, Processor
 from omnifuse.modalities.hf import (
     HFTower,
-    copy_preprocessor,
+    SavesPreprocessor,
     load_hf_model,
     model_class_name,
     read_preprocessor,
@@ -82,16 +82,12 @@ def processor_config_from_hf(
     return ImageProcessorConfig.model_validate({**fields, "augment": dict(augment or {})})
 
 
-class HFImageProcessor(ImageProcessor):
+class HFImageProcessor(SavesPreprocessor, ImageProcessor):
     """:class:`ImageProcessor` configured from an HF directory; saves that directory's file."""
 
     def __init__(self, config: ImageProcessorConfig, source: Path) -> None:
         super().__init__(config)
         self.source = source
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Copy ``preprocessor_config.json`` into ``directory``; returns ``{"path": directory}``."""
-        return {"path": copy_preprocessor(self.source, directory)}
 
 
 def build_hf_image_processor(config: ImageHFConfig) -> HFImageProcessor:

@@ -18,7 +18,7 @@ from torch import Tensor
 from omnifuse.config.video import VideoHFConfig, VideoProcessorConfig
 from omnifuse.layers.transformer import masked_mean
 from omnifuse.modalities.base import Encoder, EncoderOutput, Processor
-from omnifuse.modalities.hf import copy_preprocessor, load_hf_model, model_class_name
+from omnifuse.modalities.hf import SavesPreprocessor, load_hf_model, model_class_name
 from omnifuse.modalities.image.adapters import (
     IMAGE_TOWERS,
     ImageHFEncoder,
@@ -29,16 +29,12 @@ from omnifuse.modalities.video.processor import VideoProcessor
 from omnifuse.registry import register_encoder
 
 
-class HFVideoProcessor(VideoProcessor):
+class HFVideoProcessor(SavesPreprocessor, VideoProcessor):
     """:class:`VideoProcessor` with frame settings from an HF vision-tower directory."""
 
     def __init__(self, config: VideoProcessorConfig, source: Path) -> None:
         super().__init__(config)
         self.source = source
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Copy ``preprocessor_config.json`` into ``directory``; returns ``{"path": directory}``."""
-        return {"path": copy_preprocessor(self.source, directory)}
 
 
 def build_hf_video_processor(config: VideoHFConfig) -> HFVideoProcessor:
