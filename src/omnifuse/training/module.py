@@ -35,10 +35,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from omnifuse.config.training import TrainingConfig
 from omnifuse.data.streaming import StreamingLoader, sample_seed
 from omnifuse.distributed import is_distributed, rank
+from omnifuse.modalities.base import Processor
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.objectives.constraints import constrain_all_
 from omnifuse.tasks.base import Task
 from omnifuse.training.data import MultiTaskLoader, StepBatch, task_batch
+from omnifuse.training.distributed import AbsentModalities
 from omnifuse.training.gradients import Outputs, build_gradient_strategy
 from omnifuse.training.optim import NamedParams, build_optimizer, named_trainables
 from omnifuse.training.schedule import build_scheduler
@@ -86,6 +88,8 @@ class OmnifuseModule(L.LightningModule):
         val_groups: Validation loaders and their tasks.
         sharded: The strategy shards parameters (FSDP/DeepSpeed): clip through Lightning and
             skip the local gradient-norm check.
+        processors: The model's processors; under DDP/FSDP a modality that another rank's
+            batch has is added to this rank's as absent rows (:class:`AbsentModalities`).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class OmnifuseModule(L.LightningModule):
         train_loader: MultiTaskLoader | None = None,
         val_groups: Sequence[ValGroup] = (),
         sharded: bool = False,
+        processors: Mapping[str, Processor[Any]] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -114,6 +119,7 @@ class OmnifuseModule(L.LightningModule):
         self._grad_norm: float | None = None
         self._lr: float | None = None
         self.gradients = build_gradient_strategy(config)
+        self.absent_modalities = AbsentModalities(processors or {})
 
     # --- parameters and optimisation -------------------------------------------------------
 
@@ -152,6 +158,9 @@ class OmnifuseModule(L.LightningModule):
         """One batch of the current accumulation window (see the module docstring)."""
         self.step_metrics = {}
         self._seed_batch()
+        for stream in sorted(batch["batches"]):  # the same order on every rank (collectives)
+            part = batch["batches"][stream]
+            part["inputs"] = self.absent_modalities(part["inputs"])
         outputs, terms, bad = self.gradients.backward_batch(self, batch, self._trainable())
         if bad:
             self._on_nonfinite("loss", {t: float(terms[t]) for t in bad})

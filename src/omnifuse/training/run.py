@@ -261,7 +261,13 @@ def build_module(
         ValGroup(tuple(s.tasks), val_loader(s, world)) for s in streams if s.data.val is not None
     ]
     module = OmnifuseModule(
-        model, tasks, training, loader, groups, sharded=training.strategy in ("fsdp", "deepspeed")
+        model,
+        tasks,
+        training,
+        loader,
+        groups,
+        sharded=training.strategy in ("fsdp", "deepspeed"),
+        processors=processors,
     )
     apply_freeze(module.named_training_parameters(), training.freeze, training.unfreeze)
     return module

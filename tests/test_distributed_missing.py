@@ -1,0 +1,66 @@
+"""A batch in which one of 2 CPU ranks (gloo) has no image trains under DDP and FSDP2 without a
+hang, and both ranks end with identical parameters (from-scratch ViT and HF CLIP vision tower).
+
+Every run is bounded by a join deadline: a hang fails the test instead of blocking CI.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from missing_modality_worker import train_missing_image  # light: the ranks import only it
+
+DEADLINE_S = 300.0
+"""Wall-clock bound of one 2-rank run (seconds of work; generous for a loaded 2-core machine)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_ranks(strategy: str, image: str, out: Path) -> dict[str, object]:
+    """Spawn both ranks; fail (after killing them) if they are not done by the deadline."""
+    context = mp.start_processes(
+        train_missing_image,
+        args=(free_port(), strategy, image, str(out)),
+        nprocs=2,
+        start_method="spawn",
+        join=False,
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    while not context.join(timeout=5):  # raises with a rank's traceback if one fails
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{strategy} with a rank missing its images hung (> {DEADLINE_S:.0f} s)")
+    result: dict[str, object] = torch.load(out)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("tower", ["vit", "hf"])
+def test_rank_without_images_trains_in_step(
+    strategy: str, tower: str, tiny_hf_towers: dict[str, Path], tmp_path: Path
+) -> None:
+    image = "vit" if tower == "vit" else str(tiny_hf_towers["clip"])
+    result = run_ranks(strategy, image, tmp_path / "params.pt")
+    initial = result["initial"]
+    rank0, rank1 = result["ranks"]  # type: ignore[misc]
+    assert isinstance(initial, dict)
+    assert rank0.keys() == rank1.keys() == initial.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name  # bit-identical on both ranks
+    # it trained, the image tower included (rank 0's images reach rank 1's copy)
+    image_moved = [
+        float((rank0[n] - initial[n]).abs().max()) for n in rank0 if n.startswith("encoders.image")
+    ]
+    assert image_moved and max(image_moved) > 1e-3
