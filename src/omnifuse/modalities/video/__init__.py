@@ -1,8 +1,12 @@
 """Video modality: PyAV frame-sampling processor and the tubelet ViT encoder
-(registered as ``("video", "tubelet_vit")``), and any HF vision tower applied frame by frame
-(``("video", "hf")``)."""
+(registered as ``("video", "tubelet_vit")``), and the ``("video", "hf")`` towers: a VideoMAE,
+or any HF vision tower applied frame by frame."""
 
-from omnifuse.modalities.video.adapters import FramewiseVideoEncoder, build_video_hf
+from omnifuse.modalities.video.adapters import (
+    FramewiseVideoEncoder,
+    VideoMAEEncoder,
+    build_video_hf,
+)
 from omnifuse.modalities.video.encoder import TubeletViT, build_tubelet_vit
 from omnifuse.modalities.video.processor import (
     VideoProcessor,
@@ -14,6 +18,7 @@ from omnifuse.modalities.video.processor import (
 __all__ = [
     "FramewiseVideoEncoder",
     "TubeletViT",
+    "VideoMAEEncoder",
     "VideoProcessor",
     "build_tubelet_vit",
     "build_video_hf",
