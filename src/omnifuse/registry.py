@@ -33,11 +33,14 @@ class HeadContext:
         model: the whole model config (e.g. the source encoder's patch size).
         processors: the model's processors keyed by modality (e.g. the text tokenizer, whose
             vocabulary size and special ids LM heads need).
+        pretrained: load external weights (an HF LM's) from the config's ``path``; False
+            builds the architecture only, before an omnifuse checkpoint fills in the weights.
     """
 
     in_dim: int
     model: ModelConfig
     processors: Mapping[str, Processor[Any]]
+    pretrained: bool = True
 
 
 HeadBuilder = Callable[[Any, HeadContext], nn.Module]

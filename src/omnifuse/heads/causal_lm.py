@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from omnifuse.config.heads import CausalLMHeadConfig
 from omnifuse.modalities.base import EncoderOutput
-from omnifuse.modalities.hf import load_hf_model
+from omnifuse.modalities.hf import copy_hf_assets, load_hf_model
 from omnifuse.registry import HeadContext, register_head
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class CausalLMHead(nn.Module):
         tokenizer: its tokenizer (the chat template, EOS and PAD ids come from it).
         in_dim: width of the features the head reads.
         config: projector, pooling and length settings.
+        source: the LM's HF directory, whose config and tokenizer files ``save_assets`` copies
+            (None: nothing to copy).
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class CausalLMHead(nn.Module):
         tokenizer: PreTrainedTokenizerBase,
         in_dim: int,
         config: CausalLMHeadConfig,
+        source: Path | None = None,
     ) -> None:
         super().__init__()
+        self.source = source
         self.lm = lm.train()  # from_pretrained returns eval mode; the model's mode rules
         self.tokenizer = tokenizer
         width = int(cast(nn.Embedding, lm.get_input_embeddings()).embedding_dim)
@@ -101,6 +105,13 @@ class CausalLMHead(nn.Module):
         self.max_new_tokens, self.max_length = config.max_new_tokens, config.max_length
         if config.freeze_lm:
             self.lm.requires_grad_(False)
+
+    def save_assets(self, directory: Path) -> dict[str, Any]:
+        """Copy the LM directory's config, generation config and tokenizer files (not its
+        weights: ``model.safetensors`` holds the fine-tuned LM) so the run is self-contained."""
+        if self.source is None:
+            return {}
+        return {"path": copy_hf_assets(self.source, directory)}
 
     @property
     def eos_id(self) -> int:
@@ -207,9 +218,9 @@ class CausalLMHead(nn.Module):
 def build_causal_lm(config: CausalLMHeadConfig, context: HeadContext) -> nn.Module:
     """Registry builder: the LM and its tokenizer from ``config.path`` (float32).
 
-    The LM weights are read from ``config.path`` on every build; an omnifuse checkpoint then
-    overwrites them with its own copy (``model.safetensors`` holds the whole LM).
+    The LM weights are read from ``config.path`` when ``context.pretrained``; loading a saved
+    model builds the architecture only and fills it from ``model.safetensors`` (the whole LM).
     """
     path = Path(config.path)
-    lm = load_hf_model(path, pretrained=True, class_name="AutoModelForCausalLM")
-    return CausalLMHead(lm, load_tokenizer(path), context.in_dim, config)
+    lm = load_hf_model(path, context.pretrained, class_name="AutoModelForCausalLM")
+    return CausalLMHead(lm, load_tokenizer(path), context.in_dim, config, source=path)

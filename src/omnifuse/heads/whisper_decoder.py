@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from omnifuse.config.heads import WhisperDecoderConfig
 from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.modalities.base import EncoderOutput
-from omnifuse.modalities.hf import load_hf_model, read_json_file
+from omnifuse.modalities.hf import copy_hf_assets, load_hf_model, read_json_file
 from omnifuse.modalities.text import TextTokenizer
 from omnifuse.registry import HeadContext, register_head
 
@@ -105,15 +105,18 @@ class WhisperDecoder(nn.Module):
         path: local HF Whisper directory.
         max_length: most tokens to generate / longest target, EOS included (capped by the
             checkpoint's positions minus the prompt).
+        pretrained: load the directory's weights; False: its architecture only (the weights
+            then come from an omnifuse checkpoint, e.g. from the copy ``save_assets`` wrote).
     """
 
     prompt_rest: Tensor
     suppress: Tensor
     suppress_begin: Tensor
 
-    def __init__(self, path: Path, max_length: int) -> None:
+    def __init__(self, path: Path, max_length: int, pretrained: bool = True) -> None:
         super().__init__()
-        whisper = load_hf_model(path, True, "WhisperForConditionalGeneration")
+        self.source = path
+        whisper = load_hf_model(path, pretrained, "WhisperForConditionalGeneration")
         # Unannotated in transformers.
         self.decoder: nn.Module = whisper.get_decoder()  # type: ignore[no-untyped-call]
         self.proj_out: nn.Module = whisper.get_output_embeddings()  # type: ignore[no-untyped-call]
@@ -136,6 +139,11 @@ class WhisperDecoder(nn.Module):
             persistent=False,
         )
         self.tokenizer = WhisperTokenizer(path, self.bos_id, self.eos_id, self.pad_id)
+
+    def save_assets(self, directory: Path) -> dict[str, Any]:
+        """Copy the Whisper directory's config, generation config and tokenizer (not its
+        weights: ``model.safetensors`` holds the fine-tuned ones) so the run is self-contained."""
+        return {"path": copy_hf_assets(self.source, directory)}
 
     @property
     def prompt_length(self) -> int:
@@ -232,7 +240,7 @@ def _id_mask(ids: Sequence[int], vocab: int) -> Tensor:
 )
 def build_whisper_decoder(config: WhisperDecoderConfig, context: HeadContext) -> nn.Module:
     """Registry builder: everything comes from ``config.path``; the source width must match."""
-    head = WhisperDecoder(Path(config.path), config.max_length)
+    head = WhisperDecoder(Path(config.path), config.max_length, context.pretrained)
     width = int(head.config.d_model)
     if context.in_dim != width:
         raise ValueError(

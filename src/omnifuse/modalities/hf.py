@@ -10,6 +10,7 @@ downloaded (directories only) and ``trust_remote_code`` is never set.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+"""Weight files of an HF directory (``copy_hf_assets`` leaves them: omnifuse saves its own)."""
 
 
 def read_model_type(path: Path) -> str:
@@ -88,12 +91,10 @@ def load_hf_model(
                 f"HF checkpoint at {path} lacks weights of {class_name or 'AutoModel'}: "
                 f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
             )
-    elif class_name is None:
+    elif class_name is None or class_name.startswith("Auto"):
         config = transformers.AutoConfig.from_pretrained(str(path))
         # Unannotated in transformers.
-        model = transformers.AutoModel.from_config(  # type: ignore[no-untyped-call]
-            config, dtype=torch.float32, **kwargs
-        )
+        model = cls.from_config(config, dtype=torch.float32, **kwargs)
     else:
         # The class's own config class reads a sub-config out of a composite directory too
         # (CLIPVisionConfig from a full CLIP config.json).
@@ -109,6 +110,23 @@ def copy_preprocessor(source: Path, directory: Path) -> Path:
         raise FileNotFoundError(f"no {PREPROCESSOR_FILE} in HF model directory {source}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PREPROCESSOR_FILE).write_text(file.read_text())
+    return directory
+
+
+def copy_hf_assets(source: Path, directory: Path) -> Path:
+    """Copy every file of the HF directory ``source`` except its weights (config, generation
+    config, tokenizer and processor files, whatever their kind) into ``directory`` (returned).
+
+    Weight files and their shard indexes stay behind: an omnifuse checkpoint carries the
+    weights, so the copy plus ``model.safetensors`` rebuilds the module without ``source``.
+    """
+    if not (source / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in HF model directory {source}")
+    directory.mkdir(parents=True, exist_ok=True)
+    for file in sorted(source.iterdir()):
+        weights = file.name.endswith(WEIGHT_SUFFIXES) or file.name.endswith(".index.json")
+        if file.is_file() and not weights:
+            shutil.copyfile(file, directory / file.name)
     return directory
 
 

@@ -49,20 +49,25 @@ def build_model(config: ModelConfig, pretrained: bool = True) -> tuple[Multimoda
     fusion = fusion_builder(config.fusion.type)(
         config.fusion, {m: e.dim for m, e in encoders.items()}
     )
-    heads = build_heads(config, encoders, fusion.dim, processors)
+    heads = build_heads(config, encoders, fusion.dim, processors, pretrained)
     enable_token_masking(config, encoders)
     sources = {name: cfg.source for name, cfg in config.heads.items()}
     return MultimodalModel(encoders, fusion, heads, sources, config), processors
 
 
 def build_heads(
-    config: ModelConfig, encoders: Mapping[str, Encoder], fused_dim: int, processors: Processors
+    config: ModelConfig,
+    encoders: Mapping[str, Encoder],
+    fused_dim: int,
+    processors: Processors,
+    pretrained: bool = True,
 ) -> dict[str, nn.Module]:
-    """One head per ``config.heads`` entry, given its input width and the build context."""
+    """One head per ``config.heads`` entry, given its input width and the build context
+    (``pretrained``: heads wrapping an HF model load its weights, see :class:`HeadContext`)."""
     heads: dict[str, nn.Module] = {}
     for name, head_cfg in sorted(config.heads.items()):
         in_dim = fused_dim if head_cfg.source == FUSED else encoders[head_cfg.source].dim
-        context = HeadContext(in_dim, config, processors)
+        context = HeadContext(in_dim, config, processors, pretrained)
         heads[name] = head_builder(head_cfg.type)(head_cfg, context)
     return heads
 

@@ -1,5 +1,10 @@
 """Save/load a model as a directory: ``config.yaml`` + ``model.safetensors`` + per-modality
-asset folders (tokenizer, HF configs). No pickle anywhere.
+asset folders (tokenizer, HF configs) + ``heads/<name>/`` for heads that wrap an HF directory
+(its config, generation config and tokenizer). No pickle anywhere.
+
+A saved directory is self-contained: every path its ``config.yaml`` names points inside it, so
+it loads, predicts and exports after the HF directories it was built from are gone (weights
+come from ``model.safetensors``; the copies hold everything else).
 
 Writes go to a temporary sibling directory that is renamed into place, so a crash never leaves a
 half-written model behind the final name.
@@ -26,6 +31,7 @@ from omnifuse.models.multimodal import MultimodalModel
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+HEADS_DIR = "heads"
 
 
 class Pretrained(NamedTuple):
@@ -64,6 +70,7 @@ def save(
             updates = processors[modality].save(folder) if modality in processors else {}
             _deep_merge(updates, model.encoder(modality).save_assets(folder))
             _deep_merge(encoders[modality], _relative(updates, tmp))
+        _save_head_assets(model, tmp, data["model"]["heads"])
         data["format_version"] = FORMAT_VERSION
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
         save_model(model, str(tmp / WEIGHTS_FILE))
@@ -72,6 +79,17 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _save_head_assets(model: MultimodalModel, tmp: Path, heads: dict[str, Any]) -> None:
+    """Heads with HF assets (``save_assets``: ``causal_lm``, ``whisper_decoder``) write them
+    to ``heads/<name>/`` and their config's ``path`` points there (relative)."""
+    for name, head in sorted(model.heads.items()):
+        save_assets = getattr(head, "save_assets", None)
+        if save_assets is None:
+            continue
+        updates = save_assets(tmp / HEADS_DIR / name)
+        _deep_merge(heads[name], _relative(updates, tmp))
 
 
 def load(directory: str | Path) -> Pretrained:
