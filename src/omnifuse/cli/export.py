@@ -1,4 +1,5 @@
-"""``omnifuse export``: write a trained run's tasks as ONNX graphs (parity-checked on export).
+"""``omnifuse export``: write a trained run's tasks as ONNX graphs (parity-checked on export),
+or (``--format hf``) its Hugging Face components back as standard HF directories.
 
 The command function is typed; ``cli/main.py`` mounts it with ``app.command("export")(export)``.
 """
@@ -18,7 +19,8 @@ FORMATS = ("onnx", "hf")
 
 FormatOpt = Annotated[str, typer.Option("--format", help=f"Export format: {' | '.join(FORMATS)}.")]
 OutOpt = Annotated[
-    Path | None, typer.Option("--out", help="Output directory (default: RUN_DIR/onnx).")
+    Path | None,
+    typer.Option("--out", help="Output directory (default: RUN_DIR/onnx or RUN_DIR/hf)."),
 ]
 AtolOpt = Annotated[
     float, typer.Option("--atol", help="Largest allowed |onnxruntime - torch| of any output.")
@@ -37,17 +39,23 @@ def export(
     task: TaskOpt = None,
 ) -> None:
     """Export the tasks of RUN_DIR as ONNX graphs plus manifest.json (serve them with
-    omnifuse.export.OnnxPredictor).
+    omnifuse.export.OnnxPredictor), or with --format hf every component that came from a
+    Hugging Face directory (hf towers, causal_lm LMs, Whisper) as an HF directory that
+    transformers' from_pretrained loads.
 
-    Every graph is checked against PyTorch on two batch sizes and sequence lengths, and greedy
-    caption decoding in onnxruntime must give PyTorch's token ids; the export fails otherwise.
+    Every ONNX graph is checked against PyTorch on two batch sizes and sequence lengths, and
+    greedy caption decoding in onnxruntime must give PyTorch's token ids; the export fails
+    otherwise. The hf export lists what it wrote and what has no HF form (hf_export.json).
     """
-    if format == "hf":
-        raise InferenceError(
-            "--format hf is not implemented yet (a separate issue); use --format onnx"
-        )
     if format not in FORMATS:
         raise InferenceError(f"--format {format!r}; valid choices: {', '.join(FORMATS)}")
+    if format == "hf":
+        if task:
+            raise InferenceError("--task selects ONNX graphs; --format hf exports components")
+        from omnifuse.export.hf import export_hf
+
+        export_hf(run_dir, out, log=typer.echo)
+        return
     from omnifuse.export import export_onnx
 
     export_onnx(run_dir, out, atol, task, log=typer.echo)
