@@ -9,7 +9,9 @@ exported vision tower loads back into omnifuse as ``{type: hf, path: DIR}``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +21,9 @@ from typer.testing import CliRunner
 from hf_run_helpers import HFRun, train_lm_run, whisper_model
 from omnifuse.cli.main import app
 from omnifuse.config.model import EncodersConfig
+from omnifuse.export.hf import export_hf_dual_encoder
 from omnifuse.inference import Pipeline
+from omnifuse.models.hf_dual_encoder import load_hf_dual_encoder
 from omnifuse.registry import encoder_spec
 
 ATOL = 1e-6
@@ -27,6 +31,8 @@ ATOL = 1e-6
 CPU; measured 0.0)."""
 
 runner = CliRunner()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from test_hf_dual_encoder import save_dual  # noqa: E402  (its tiny CLIP / SigLIP writer)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +150,35 @@ def test_a_run_without_hf_parts_is_refused_with_the_list(export_run: Path, tmp_p
     assert result.exit_code == 2
     assert "no component from a Hugging Face directory" in result.output
     assert "encoders.image" in result.output and "fusion" in result.output
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_dual_encoder_exports_as_one_model(
+    kind: str, tmp_path: Path, media: dict[str, Any], tiny_hf_bert_dir: Path
+) -> None:
+    reference = save_dual(kind, tmp_path / "source", tiny_hf_bert_dir)
+    model, processors = load_hf_dual_encoder(tmp_path / "source")
+    texts = processors["text"](["a red circle", "the blue square moves left"])
+    images = processors["image"]([media["png"]("a.png"), media["png"]("b.png", seed=1)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # fine-tune one step
+    model.train()
+    out = model(texts, images)
+    (-out.logits_per_image.diagonal().sum()).backward()
+    optimizer.step()
+    model.eval()
+    folder = export_hf_dual_encoder(model, processors, tmp_path / "hf")
+    cls = tf.CLIPModel if kind == "clip" else tf.SiglipModel
+    theirs = cls.from_pretrained(folder).eval()
+    with torch.no_grad():
+        want = model(texts, images)
+        hf_text = {"input_ids": texts["input_ids"]}
+        if kind == "clip":
+            hf_text["attention_mask"] = texts["attention_mask"]
+        got = theirs(**hf_text, pixel_values=images["pixel_values"])
+        again = load_hf_dual_encoder(folder)[0](texts, images)
+    torch.testing.assert_close(got.logits_per_image, want.logits_per_image, atol=ATOL, rtol=0)
+    torch.testing.assert_close(again.logits_per_image, want.logits_per_image, atol=ATOL, rtol=0)
+    moved = max(
+        float((theirs.state_dict()[k] - v).abs().max()) for k, v in reference.state_dict().items()
+    )
+    assert moved > 1e-3

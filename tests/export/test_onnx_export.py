@@ -75,10 +75,10 @@ def test_failed_parity_fails_the_export(export_run: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_cli_refuses_hf_and_unknown_tasks(export_run: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
-    hf = runner.invoke(app, ["export", str(export_run), "--format", "hf"])
-    assert hf.exit_code == 2 and "--format hf is not implemented yet" in hf.output
+def test_cli_refuses_unknown_formats_and_tasks(export_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()  # (--format hf of a run without HF parts: tests/export/test_hf_export.py)
+    hf = runner.invoke(app, ["export", str(export_run), "--format", "hf", "--task", "shape"])
+    assert hf.exit_code == 2 and "--task selects ONNX graphs" in hf.output
     other = runner.invoke(app, ["export", str(export_run), "--format", "tflite"])
     assert other.exit_code == 2 and "valid choices: onnx, hf" in other.output
     task = runner.invoke(app, ["export", str(export_run), "--task", "nope", "--out", str(tmp_path)])

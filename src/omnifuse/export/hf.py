@@ -15,13 +15,17 @@ What is exported (``<out>/<component>/``):
 
 Everything else (native towers, the fusion, other heads, a ``causal_lm`` projector) has no HF
 form; ``hf_export.json`` and the command's output list it with the reason.
+
+:func:`export_hf_dual_encoder` writes a (fine-tuned) :class:`HFDualEncoder` back as a full
+``CLIPModel`` / ``SiglipModel`` directory (both towers, projections, logit scale and bias,
+tokenizer and image processor).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -36,10 +40,17 @@ from omnifuse.modalities.audio.adapters import WhisperHFEncoder
 from omnifuse.modalities.hf import WEIGHT_SUFFIXES, HFTower
 from omnifuse.modalities.text.adapters import TextHFEncoder
 from omnifuse.modalities.video.adapters import FramewiseVideoEncoder
+from omnifuse.models.hf_dual_encoder import HFDualEncoder
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.models.persistence import load
+from omnifuse.types import Processor
 
 REPORT_FILE = "hf_export.json"
+DUAL_ENCODER_CLASSES: dict[str, tuple[str, str]] = {
+    "clip_text_model": ("CLIPConfig", "CLIPModel"),
+    "siglip_text_model": ("SiglipConfig", "SiglipModel"),
+}
+"""Text tower ``model_type`` -> transformers (config class, model class) of the whole model."""
 _WHISPER_ONLY = (
     "a Whisper encoder without a whisper_decoder head: transformers' Whisper classes "
     "(WhisperModel, WhisperForConditionalGeneration) need the decoder too"
@@ -249,3 +260,51 @@ def _write_report(report: HFExportReport) -> None:
         "not_exported": report.not_exported,
     }
     (report.out_dir / REPORT_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def export_hf_dual_encoder(
+    model: HFDualEncoder, processors: Mapping[str, Processor[Any]], out_dir: str | Path
+) -> Path:
+    """Write ``model`` (e.g. after fine-tuning) as one CLIP / SigLIP HF directory: ``config.json``
+    + ``model.safetensors`` of ``CLIPModel`` / ``SiglipModel``, the tokenizer and the image
+    processor (``processors`` of :func:`~omnifuse.models.hf_dual_encoder.load_hf_dual_encoder`).
+
+    Raises:
+        InferenceError: the towers are not a CLIP or SigLIP pair.
+    """
+    full = _dual_encoder_model(model)
+    out = Path(out_dir)
+    full.save_pretrained(str(out), safe_serialization=True)
+    processors["text"].save(out)  # tokenizer files
+    processors["image"].save(out)  # preprocessor_config.json
+    return out
+
+
+def _dual_encoder_model(model: HFDualEncoder) -> Any:
+    import transformers
+
+    text, vision = model.text.hf_model, model.image.hf_model
+    kind = str(text.config.model_type)
+    if kind not in DUAL_ENCODER_CLASSES:
+        raise InferenceError(
+            f"a dual encoder with a {kind!r} text tower has no HF form; "
+            f"supported: {', '.join(sorted(DUAL_ENCODER_CLASSES))}"
+        )
+    config_name, model_name = DUAL_ENCODER_CLASSES[kind]
+    extra: dict[str, Any] = {}
+    # The whole model holds the two tower classes as ``text_model`` / ``vision_model``.
+    state = {f"text_model.{k}": v for k, v in text.state_dict().items()}
+    state |= {f"vision_model.{k}": v for k, v in vision.state_dict().items()}
+    if isinstance(model.text_projection, nn.Linear):  # CLIP; SigLIP projects inside its heads
+        extra["projection_dim"] = model.text_projection.out_features
+        state["text_projection.weight"] = model.text_projection.weight
+        state["visual_projection.weight"] = cast(nn.Linear, model.image_projection).weight
+    config = getattr(transformers, config_name)(
+        text_config=text.config.to_dict(), vision_config=vision.config.to_dict(), **extra
+    )
+    full = getattr(transformers, model_name)(config)
+    state["logit_scale"] = model.logit_scale.detach().reshape(full.logit_scale.shape)
+    if model.logit_bias is not None:
+        state["logit_bias"] = model.logit_bias.detach().reshape(full.logit_bias.shape)
+    full.load_state_dict(state, strict=True)
+    return full.eval()
