@@ -15,6 +15,8 @@ import torch
 import torch.multiprocessing as mp
 
 from missing_modality_worker import train_missing_image  # light: the ranks import only it
+from omnifuse import create_model
+from omnifuse.training.distributed import AbsentModalities
 
 DEADLINE_S = 300.0
 """Wall-clock bound of one 2-rank run (seconds of work; generous for a loaded 2-core machine)."""
@@ -64,3 +66,28 @@ def test_rank_without_images_trains_in_step(
         float((rank0[n] - initial[n]).abs().max()) for n in rank0 if n.startswith("encoders.image")
     ]
     assert image_moved and max(image_moved) > 1e-3
+
+
+@pytest.mark.parametrize("fusion", ["concat", "parallel", "hybrid"])
+def test_absent_rows_of_every_modality_encode_as_missing(fusion: str) -> None:
+    """The blank rows a rank adds run through every tiny-preset tower, finite and fully masked,
+    and the fusion output equals the one without them; outside a distributed run nothing is
+    added."""
+    fields = {"type": fusion, "dim": 32, "num_heads": 2}
+    model, processors = create_model("tiny", [f"model.fusion={fields}"])
+    model.eval()
+    absent = AbsentModalities(processors)
+    text = processors["text"](["a red circle", "blue"])
+    assert absent({"text": text}).keys() == {"text"}  # one process: a no-op
+    inputs = {"text": text}
+    for modality in model.modalities:
+        if modality != "text":
+            inputs[modality] = absent.absent(modality, 2, torch.device("cpu"))
+    encoded = model.encode(inputs)
+    for modality, out in encoded.items():
+        assert torch.isfinite(out.tokens).all(), modality
+        if modality != "text":
+            assert not out.mask.any() and not out.pooled.any(), modality
+    fused = model.fusion(encoded)
+    alone = model.fusion({"text": encoded["text"]})
+    torch.testing.assert_close(fused.pooled, alone.pooled, atol=1e-5, rtol=0)
