@@ -91,3 +91,10 @@ def test_absent_rows_of_every_modality_encode_as_missing(fusion: str) -> None:
     fused = model.fusion(encoded)
     alone = model.fusion({"text": encoded["text"]})
     torch.testing.assert_close(fused.pooled, alone.pooled, atol=1e-5, rtol=0)
+    fused.pooled.square().sum().backward()
+    for modality in model.modalities:
+        grads = [p.grad for p in model.encoder(modality).parameters() if p.grad is not None]
+        if modality == "text":
+            assert any(g.abs().sum() > 0 for g in grads)
+        else:  # a blank tower takes part in autograd (so in DDP/FSDP reductions) with zeros
+            assert grads and all(not g.any() for g in grads), modality

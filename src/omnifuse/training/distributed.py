@@ -67,9 +67,9 @@ class AbsentModalities:
     """Gives every rank the same modalities, so that no rank skips a tower's collectives.
 
     A modality no sample of a rank's batch has is left out of that batch (``collate_inputs``),
-    so its encoder would not run there. Under DDP its parameters then get no gradient on that
-    rank (its buckets wait or reduce out of order); under FSDP its all-gather in forward and its
-    reduce-scatter in backward are missing on that rank, and the other ranks hang in them.
+    so its encoder would not run there. Under FSDP its all-gather in forward and its
+    reduce-scatter in backward are then missing on that rank, and the other ranks wait in them
+    (gloo aborts on the mismatch, NCCL hangs); DDP copes only with ``find_unused_parameters``.
 
     Chosen fix: the ranks agree (one tiny ``all_reduce(MAX)`` of presence flags per batch) which
     modalities some rank has, and a rank lacking one adds it with every row absent
