@@ -42,7 +42,10 @@ def test_prefix_matching_respects_dots() -> None:
 
 def test_freeze_and_unfreeze(tiny_named: list[tuple[str, nn.Parameter]]) -> None:
     named = fresh(tiny_named)
-    report = apply_freeze(named, ["encoders", "fusion"], ["encoders.text.transformer.norm"])
+    report = apply_freeze(
+        named,
+        TrainingConfig(freeze=["encoders", "fusion"], unfreeze=["encoders.text.transformer.norm"]),
+    )
     trainable = {n for n, p in named if p.requires_grad}
     assert "encoders.text.transformer.norm.weight" in trainable
     assert "heads.classify.net.1.weight" in trainable
@@ -55,12 +58,12 @@ def test_unknown_prefix_is_a_config_error(tiny_named: list[tuple[str, nn.Paramet
     with pytest.raises(
         ConfigError, match=r"training\.freeze: 'encoder\.text' matches no parameter"
     ):
-        apply_freeze(fresh(tiny_named), ["encoder.text"], [])
+        apply_freeze(fresh(tiny_named), TrainingConfig(freeze=["encoder.text"]))
 
 
 def test_everything_frozen_is_refused(tiny_named: list[tuple[str, nn.Parameter]]) -> None:
     named = fresh(tiny_named)
-    apply_freeze(named, ["encoders", "fusion", "heads", "tasks"], [])
+    apply_freeze(named, TrainingConfig(freeze=["encoders", "fusion", "heads", "tasks"]))
     with pytest.raises(ConfigError, match="leaves no trainable parameter"):
         build_optimizer(named, TrainingConfig())
 
