@@ -30,7 +30,7 @@ class LoraAdapterConfig(StrictModel):
         "which runs on CUDA only (see docs/pretrained.md).",
     )
     r: int = Field(default=8, gt=0, description="Rank of the low-rank update.")
-    alpha: float = Field(default=16.0, gt=0, description="Scale numerator: update x alpha / r.")
+    alpha: int = Field(default=16, gt=0, description="Scale numerator: update x alpha / r.")
     dropout: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input (training)."
     )
@@ -50,9 +50,7 @@ class LoraAdapterConfig(StrictModel):
         return value
 
 
-def check_adapter_keys(
-    keys: list[str], modalities: list[str], heads: list[str]
-) -> list[str]:
+def check_adapter_keys(keys: list[str], modalities: list[str], heads: list[str]) -> list[str]:
     """Problems with adapter keys whose component is not part of the model (empty: all fine).
 
     Args:
