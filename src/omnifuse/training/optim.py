@@ -11,7 +11,6 @@ A prefix matches a name when it equals it or is followed by a dot, so ``encoders
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from omnifuse.config.loader import ConfigError
@@ -26,7 +26,6 @@ from omnifuse.config.training import RULE_FIELDS, ParamGroupConfig, TrainingConf
 from omnifuse.models.adapters import is_adapter_param
 
 NamedParams = list[tuple[str, nn.Parameter]]
-log = logging.getLogger("omnifuse.training")
 
 _LAYER = re.compile(r"\.(?:layers|layer|blocks|h)\.(\d+)\.")
 """A Transformer layer index in a parameter name (ours: ``layers.N``; HF: ``layer.N``, ``h.N``)."""
@@ -284,9 +283,10 @@ def format_counts(counts: Mapping[str, Any]) -> str:
 
 
 def report_parameters(named: NamedParams, run_dir: Path | None) -> dict[str, Any]:
-    """Log the parameter counts and write them to ``run_dir/params.json`` (if given)."""
+    """Print the parameter counts (rank 0, through Lightning's console logger) and write them to
+    ``run_dir/params.json`` (if given)."""
     counts = parameter_counts(named)
-    log.info("%s", format_counts(counts))
+    rank_zero_info(format_counts(counts))
     if run_dir is not None:
         (run_dir / PARAMS_FILE).write_text(json.dumps(counts, indent=2) + "\n")
     return counts
