@@ -27,7 +27,8 @@ from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.tasks import build_tasks
 
 MERGE_ATOL = 1e-5
-"""Merged vs adapted outputs: W + s B A folded once instead of added per call (observed <1e-6)."""
+"""Merged vs adapted outputs: W + s B A folded once instead of added per call (observed: 1.1e-6
+our layers, 6e-8 Llama-style, 9e-8 Qwen2-style; the adapters change the outputs by 0.25-0.63)."""
 
 LM_LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 

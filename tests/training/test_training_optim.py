@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +12,7 @@ from torch import nn
 from omnifuse import create_model
 from omnifuse.config import ConfigError
 from omnifuse.config.training import ScheduleConfig, TrainingConfig
+from omnifuse.training import optim
 from omnifuse.training.optim import (
     apply_freeze,
     build_optimizer,
@@ -222,6 +226,25 @@ def test_parameter_counts_per_component_and_adapter() -> None:
     assert format_counts(counts).startswith(
         "parameters: 49 total, 33 trainable (67.35%); adapter 16; encoders.image 16/32; "
     )
+
+
+def test_report_prints_one_line_and_writes_params_json(
+    tiny_named: list[tuple[str, nn.Parameter]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    printed: list[str] = []
+    monkeypatch.setattr(optim, "rank_zero_info", printed.append)
+    counts = optim.report_parameters(tiny_named, tmp_path)
+    assert printed == [format_counts(counts)]
+    assert json.loads((tmp_path / optim.PARAMS_FILE).read_text()) == counts
+    assert counts["total"] == sum(p.numel() for _, p in tiny_named)
+    assert set(counts["components"]) == {
+        "encoders.image",
+        "encoders.text",
+        "fusion",
+        "heads.classify",
+        "heads.embed",
+        "tasks.itc",
+    }
 
 
 def test_layer_ids_follow_registration_order() -> None:
