@@ -91,6 +91,11 @@ def test_head_lr_multiplier_and_no_decay(tiny_named: list[tuple[str, nn.Paramete
     assert group_of(groups, "fusion.transformer.norm.bias")["weight_decay"] == 0.0
     explicit = param_groups(tiny_named, TrainingConfig(lr=1e-3, head_lr=5e-4))
     assert group_of(explicit, "heads.embed.proj.weight")["lr"] == pytest.approx(5e-4)
+    # most runs have no task parameters: the head LR's "tasks" prefix matching none is fine
+    no_tasks = [(n, p) for n, p in tiny_named if not n.startswith("tasks.")]
+    apply_freeze(no_tasks, TrainingConfig(head_lr=5e-4))
+    groups = param_groups(no_tasks, TrainingConfig(head_lr=5e-4))
+    assert group_of(groups, "heads.embed.proj.weight")["lr"] == 5e-4
 
 
 def test_param_groups_set_lr_decay_and_freezing_per_prefix(

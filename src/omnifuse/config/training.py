@@ -149,6 +149,10 @@ class ParamGroupConfig(StrictModel):
 RULE_FIELDS = ("lr", "freeze", "weight_decay")
 """The fields of a :class:`ParamGroupConfig` that a more specific prefix overrides."""
 
+IMPLICIT_RULES = ("training.head_lr", "training.head_lr_multiplier")
+"""Shorthands whose prefixes (``heads``, ``tasks``) need not match: most runs have no task
+parameters, and a head LR must not fail for that."""
+
 
 class TrainingConfig(StrictModel):
     """Optimisation, multi-task, fine-tuning, distributed and fault-handling settings."""

@@ -22,7 +22,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from omnifuse.config.loader import ConfigError
-from omnifuse.config.training import RULE_FIELDS, ParamGroupConfig, TrainingConfig
+from omnifuse.config.training import (
+    IMPLICIT_RULES,
+    RULE_FIELDS,
+    ParamGroupConfig,
+    TrainingConfig,
+)
 from omnifuse.models.adapters import is_adapter_param
 
 NamedParams = list[tuple[str, nn.Parameter]]
@@ -72,7 +77,11 @@ def clean_name(name: str) -> str:
 
 def _check_prefixes(rules: Sequence[tuple[str, ParamGroupConfig]], names: Sequence[str]) -> None:
     """Every prefix must match some parameter (a typo would silently train everything)."""
-    unknown = [(w, r.prefix) for w, r in rules if not any(matches(n, r.prefix) for n in names)]
+    unknown = [
+        (where, rule.prefix)
+        for where, rule in rules
+        if where not in IMPLICIT_RULES and not any(matches(n, rule.prefix) for n in names)
+    ]
     if unknown:
         tops = sorted({".".join(n.split(".")[:2]) for n in names})
         raise ConfigError(
