@@ -303,3 +303,23 @@ def test_adapter_config_errors_name_the_field(adapters: dict[str, Any], message:
     raw["model"]["adapters"] = adapters
     with pytest.raises(ConfigError, match=message):
         validate_config(raw)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip", "vit", "dinov2"])
+def test_lora_on_hf_image_towers(kind: str, tiny_hf_towers: dict[str, Path]) -> None:
+    lora = LM_LORA  # transformers 5 names every one of these towers' projections q/k/v_proj
+    tower = {"type": "hf", "path": str(tiny_hf_towers[kind])}
+    run = validate_config(
+        {"model": {"encoders": {"image": tower}, "adapters": {"encoders.image": lora}}}
+    )
+    model, processors = seeded_build(run)
+    image = [n for n, _ in model.named_parameters() if n.startswith("encoders.image.")]
+    trainable = [n for n in image if model.get_parameter(n).requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert len(trainable) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B)
+    randomise_adapters(model)
+    side = processors["image"].config.image_size
+    pixels = {"image": {"pixel_values": torch.randn(2, 3, side, side)}}
+    adapted = outputs(model, pixels)
+    merge_adapters(model)
+    torch.testing.assert_close(outputs(model, pixels), adapted, atol=MERGE_ATOL, rtol=0)
