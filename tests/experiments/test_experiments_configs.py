@@ -17,7 +17,15 @@ def test_every_run_config_ships_and_validates() -> None:
 
 def test_run_configs_are_not_library_presets() -> None:
     assert set(list_configs()).isdisjoint(list_presets())
-    assert list_presets() == ["base", "dual-encoder", "perceiver", "small", "tiny"]
+    assert list_presets() == [
+        "base",
+        "dual-encoder",
+        "llava-stage1",
+        "llava-stage2",
+        "perceiver",
+        "small",
+        "tiny",
+    ]
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:

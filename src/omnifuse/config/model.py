@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from omnifuse.config.adapters import LoraAdapterConfig, check_adapter_keys
 from omnifuse.config.audio import AudioEncoderConfig
 from omnifuse.config.base import FUSED, MODALITIES, StrictModel
 from omnifuse.config.fusion import ConcatFusionConfig, FusionConfig
@@ -32,6 +33,12 @@ class ModelConfig(StrictModel):
     encoders: EncodersConfig = Field(default_factory=EncodersConfig)
     fusion: FusionConfig = Field(default_factory=ConcatFusionConfig)
     heads: dict[str, HeadConfig] = Field(default_factory=dict)
+    adapters: dict[str, LoraAdapterConfig] = Field(
+        default_factory=dict,
+        description="LoRA adapters keyed by the module path they adapt (encoders.image, "
+        "heads.lm.lm, fusion ...); that module's other weights are frozen. See "
+        "docs/pretrained.md.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -46,4 +53,7 @@ class ModelConfig(StrictModel):
                     f"heads.{name}.source={head.source!r} is not a configured encoder; "
                     f"valid choices: 'fused', {', '.join(repr(m) for m in present)}"
                 )
+        problems = check_adapter_keys(list(self.adapters), present, list(self.heads))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self

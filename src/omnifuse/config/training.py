@@ -116,6 +116,44 @@ class CheckpointConfig(StrictModel):
     )
 
 
+class ParamGroupConfig(StrictModel):
+    """Settings for the parameters under one name prefix (``encoders.image``, ``fusion``,
+    ``heads.lm.projector``, ``tasks.itc``). Where several prefixes cover a parameter, the most
+    specific one that sets a field wins, field by field."""
+
+    prefix: str = Field(
+        min_length=1, description="Parameter-name prefix (matches at a dot boundary)."
+    )
+    lr: float | None = Field(default=None, gt=0, description="Learning rate (default: inherited).")
+    freeze: bool | None = Field(
+        default=None,
+        description="true: no training; false: exempt from a broader prefix's freeze (it does "
+        "not unfreeze weights the model fixes itself: freeze_lm, LoRA base weights).",
+    )
+    weight_decay: float | None = Field(
+        default=None, ge=0, description="AdamW weight decay (1-d parameters still get none)."
+    )
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> ParamGroupConfig:
+        if self.lr is None and self.freeze is None and self.weight_decay is None:
+            raise ValueError(f"prefix {self.prefix!r}: set lr, freeze or weight_decay")
+        if self.freeze is True and (self.lr is not None or self.weight_decay is not None):
+            raise ValueError(
+                f"prefix {self.prefix!r}: freeze: true with lr/weight_decay (a frozen parameter "
+                "has no optimiser settings); drop one"
+            )
+        return self
+
+
+RULE_FIELDS = ("lr", "freeze", "weight_decay")
+"""The fields of a :class:`ParamGroupConfig` that a more specific prefix overrides."""
+
+IMPLICIT_RULES = ("training.head_lr", "training.head_lr_multiplier")
+"""Shorthands whose prefixes (``heads``, ``tasks``) need not match: most runs have no task
+parameters, and a head LR must not fail for that."""
+
+
 class TrainingConfig(StrictModel):
     """Optimisation, multi-task, fine-tuning, distributed and fault-handling settings."""
 
@@ -141,19 +179,31 @@ class TrainingConfig(StrictModel):
         default=None,
         description="Run dir or model dir whose weights initialise the model (matched by name).",
     )
+    param_groups: list[ParamGroupConfig] = Field(
+        default_factory=list,
+        description="Per-module LR, weight decay and freezing by name prefix, e.g. "
+        "[{prefix: encoders.image, lr: 1.0e-5}, {prefix: fusion, freeze: true}].",
+    )
     freeze: list[str] = Field(
         default_factory=list,
-        description="Parameter-name prefixes to freeze, e.g. [encoders.text, fusion].",
+        description="Shorthand: each prefix is {prefix: P, freeze: true} in param_groups.",
     )
     unfreeze: list[str] = Field(
         default_factory=list,
-        description="Prefixes trained even though a freeze prefix covers them.",
+        description="Shorthand: each prefix is {prefix: P, freeze: false} in param_groups.",
     )
     head_lr: float | None = Field(
-        default=None, gt=0, description="LR of model heads and task parameters (default: lr)."
+        default=None,
+        gt=0,
+        description="Shorthand: LR of heads.* and tasks.* (param_groups entries for both).",
     )
     head_lr_multiplier: float = Field(
         default=1.0, gt=0, description="Head LR as a multiple of lr (when head_lr is unset)."
+    )
+    save_merged: bool = Field(
+        default=True,
+        description="With model.adapters: also write <run>/model-merged (adapters merged into "
+        "the weights; loads without peft) and <run>/adapters (adapter tensors only).",
     )
     layer_decay: float | None = Field(
         default=None,
@@ -222,7 +272,53 @@ class TrainingConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _each_field_once_per_prefix(self) -> TrainingConfig:
+        problems = _rule_conflicts(self.rules())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def rules(self) -> list[tuple[str, ParamGroupConfig]]:
+        """Every per-prefix setting, with where it was configured (for error messages).
+
+        The shorthands (``freeze``, ``unfreeze``, ``head_lr``, ``head_lr_multiplier``) become
+        rules first, then ``param_groups``: one mechanism serves old and new configs.
+        """
+        rules = [("training.freeze", _rule(p, freeze=True)) for p in self.freeze]
+        rules += [("training.unfreeze", _rule(p, freeze=False)) for p in self.unfreeze]
+        head_lr = self.head_lr if self.head_lr is not None else self.lr * self.head_lr_multiplier
+        if self.head_lr is not None or self.head_lr_multiplier != 1.0:
+            key = "training.head_lr" if self.head_lr is not None else "training.head_lr_multiplier"
+            rules += [(key, _rule(p, lr=head_lr)) for p in ("heads", "tasks")]
+        rules += [
+            (f"training.param_groups[{i}].prefix", g) for i, g in enumerate(self.param_groups)
+        ]
+        return rules
+
     def checkpoint_interval(self) -> int:
         """Steps between periodic checkpoints (explicit, or a tenth of the run)."""
         every = self.checkpoint.every_n_steps
         return every if every is not None else max(1, self.max_steps // 10)
+
+
+def _rule(prefix: str, **settings: float | bool) -> ParamGroupConfig:
+    return ParamGroupConfig.model_validate({"prefix": prefix, **settings})
+
+
+def _rule_conflicts(rules: list[tuple[str, ParamGroupConfig]]) -> list[str]:
+    """Two rules of one prefix setting the same field (which one should win is unclear)."""
+    first: dict[tuple[str, str], str] = {}
+    problems = []
+    for where, rule in rules:
+        prefix = rule.prefix.rstrip(".")
+        for name in RULE_FIELDS:
+            if getattr(rule, name) is None:
+                continue
+            earlier = first.setdefault((prefix, name), where)
+            if earlier != where:
+                problems.append(
+                    f"{where} sets {name} of prefix {prefix!r} again (already set by {earlier}); "
+                    "set it once"
+                )
+    return problems

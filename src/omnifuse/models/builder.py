@@ -12,6 +12,7 @@ from omnifuse.config.base import FUSED
 from omnifuse.config.loader import load_config
 from omnifuse.config.model import ModelConfig
 from omnifuse.modalities.base import Encoder, Processor
+from omnifuse.models.adapters import apply_adapters
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.registry import (
     HeadContext,
@@ -52,7 +53,9 @@ def build_model(config: ModelConfig, pretrained: bool = True) -> tuple[Multimoda
     heads = build_heads(config, encoders, fusion.dim, processors, pretrained)
     enable_token_masking(config, encoders)
     sources = {name: cfg.source for name, cfg in config.heads.items()}
-    return MultimodalModel(encoders, fusion, heads, sources, config), processors
+    model = MultimodalModel(encoders, fusion, heads, sources, config)
+    apply_adapters(model, config.adapters)  # also when loading: the saved names include LoRA's
+    return model, processors
 
 
 def build_heads(

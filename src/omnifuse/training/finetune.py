@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from omnifuse.config.loader import ConfigError
+from omnifuse.models.adapters import base_name
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.models.persistence import CONFIG_FILE, load
 from omnifuse.training.checkpoint import MODEL_DIR
@@ -80,17 +81,24 @@ def init_from(model: MultimodalModel, path: Path) -> InitReport:
     source = load(source_dir).model.state_dict()
     target = model.state_dict()
     report = InitReport(str(source_dir))
+    # A LoRA-adapted layer keeps its weight under ".base_layer": match names without it, so
+    # a plain run initialises an adapted one (two-stage recipes) and the other way round.
+    by_base = {base_name(n): n for n in target}
     copy: dict[str, torch.Tensor] = {}
-    for name, tensor in source.items():
-        if name not in target:
-            report.unexpected.append(name)
-        elif target[name].shape != tensor.shape:
+    found: set[str] = set()
+    for source_name, tensor in source.items():
+        name = source_name if source_name in target else by_base.get(base_name(source_name))
+        if name is None:
+            report.unexpected.append(source_name)
+            continue
+        found.add(name)
+        if target[name].shape != tensor.shape:
             report.mismatched.append(
                 f"{name}: {tuple(tensor.shape)} -> {tuple(target[name].shape)}"
             )
         else:
             copy[name] = tensor
-    report.missing = [n for n in target if n not in source]
+    report.missing = [n for n in target if n not in found]
     report.loaded = sorted(copy)
     model.load_state_dict(copy, strict=False)
     log.info("%s", report.summary())

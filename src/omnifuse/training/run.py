@@ -30,6 +30,7 @@ from omnifuse.config.run import RunConfig
 from omnifuse.config.training import TrainingConfig
 from omnifuse.data.card import CardError
 from omnifuse.data.manifest import ManifestError
+from omnifuse.models.adapter_io import save_adapter_variants
 from omnifuse.models.builder import Processors, build_model
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.models.persistence import save
@@ -54,7 +55,7 @@ from omnifuse.training.data import build_streams, build_train_loader, val_loader
 from omnifuse.training.finetune import InitReport, init_from
 from omnifuse.training.loggers import ResumableCSVLogger
 from omnifuse.training.module import NonFiniteLossError, OmnifuseModule, ValGroup
-from omnifuse.training.optim import apply_freeze
+from omnifuse.training.optim import apply_freeze, report_parameters
 
 log = logging.getLogger("omnifuse.training")
 
@@ -269,7 +270,7 @@ def build_module(
         sharded=training.strategy in ("fsdp", "deepspeed"),
         processors=processors,
     )
-    apply_freeze(module.named_training_parameters(), training.freeze, training.unfreeze)
+    apply_freeze(module.named_training_parameters(), training)
     return module
 
 
@@ -421,6 +422,7 @@ def _fit(
     if training.gradient_checkpointing:
         model.set_gradient_checkpointing(True)
     module = build_module(config, model, build_tasks(config, model, processors), processors)
+    report_parameters(module.named_training_parameters(), run_dir if prepares else None)
     trainer = build_trainer(training, run_dir, bool(module.val_groups), callbacks)
     ckpt = last_checkpoint(run_dir) if resume else None
     with warnings.catch_warnings():
@@ -484,6 +486,8 @@ def _finish(
 ) -> TrainResult:
     """Save the final model (rank 0) and record the outcome in run.json."""
     model_dir = _save_model(trainer, module, processors, config, run_dir)
+    if model_dir is not None and config.model.adapters and config.training.save_merged:
+        save_adapter_variants(model_dir, run_dir)  # <run>/model-merged and <run>/adapters
     callbacks = getattr(trainer, "callbacks", [])
     throughput = next((c for c in callbacks if isinstance(c, StepMetrics)), None)
     metrics = dict(module.last_metrics)
