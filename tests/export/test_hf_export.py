@@ -182,3 +182,39 @@ def test_dual_encoder_exports_as_one_model(
         float((theirs.state_dict()[k] - v).abs().max()) for k, v in reference.state_dict().items()
     )
     assert moved > 1e-3
+
+
+def test_a_lora_adapted_tower_exports_merged(
+    tiny_hf_towers: dict[str, Path], tmp_path: Path
+) -> None:
+    """LoRA layers (``.base_layer`` names) are folded in before writing: transformers loads a
+    plain CLIPVisionModel that computes what omnifuse's adapted tower does."""
+    from omnifuse.config.loader import validate_config
+    from omnifuse.export.hf import export_hf
+    from omnifuse.models import build_model
+    from omnifuse.models.persistence import save
+
+    tower = {"type": "hf", "path": str(tiny_hf_towers["clip"])}
+    lora = {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    run = validate_config(
+        {"model": {"encoders": {"image": tower}, "adapters": {"encoders.image": lora}}}
+    )
+    torch.manual_seed(0)
+    model, processors = build_model(run.model)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would make the adapter a no-op
+            torch.nn.init.normal_(param, std=0.2)
+    model.eval()
+    side = processors["image"].config.image_size
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.encoder("image")({"pixel_values": x}).tokens
+    report = export_hf(save(tmp_path / "model", model, processors, run), tmp_path / "hf", log=str)
+    theirs = tf.CLIPVisionModel.from_pretrained(report.exported["encoders.image"]).eval()
+    with torch.no_grad():
+        got = theirs(pixel_values=x).last_hidden_state
+    plain = tf.CLIPVisionModel.from_pretrained(tiny_hf_towers["clip"]).eval()
+    with torch.no_grad():
+        untouched = plain(pixel_values=x).last_hidden_state
+    assert (untouched - want).abs().max() > 1e-3  # the adapter changes the tower
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -40,6 +40,7 @@ from omnifuse.modalities.audio.adapters import WhisperHFEncoder
 from omnifuse.modalities.hf import WEIGHT_SUFFIXES, HFTower
 from omnifuse.modalities.text.adapters import TextHFEncoder
 from omnifuse.modalities.video.adapters import FramewiseVideoEncoder
+from omnifuse.models.adapters import merge_adapters
 from omnifuse.models.hf_dual_encoder import HFDualEncoder
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.models.persistence import load
@@ -103,6 +104,8 @@ def export_hf(
     """
     files = locate(run_dir)
     model = load(files.model_dir).model
+    # LoRA layers carry ``.base_layer`` names transformers does not know: fold them in first.
+    merge_adapters(model)
     out = Path(out_dir) if out_dir is not None else files.root / "hf"
     report = HFExportReport(out)
     components, report.not_exported = plan(model, files.model_dir)
