@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 
@@ -77,7 +78,7 @@ class DemoPlan:
 FULL = DemoPlan(
     size=5000,
     pretrain_steps=400,
-    finetune_steps=6000,
+    finetune_steps=4800,
     curriculum_steps=1200,
     judge_steps=500,
     batch_size=16,
@@ -146,7 +147,7 @@ class DemoRun:
         console.print(f"[green]{name}[/] done in {record.seconds:.1f} s {record.note}")
 
 
-def run_demo(out_dir: Path, quick: bool = False) -> dict[str, Any]:
+def run_demo(out_dir: Path, quick: bool = False, threads: int = 1) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return its summary (the report is ``report.md``).
 
     Args:
@@ -154,9 +155,14 @@ def run_demo(out_dir: Path, quick: bool = False) -> dict[str, Any]:
             ``report.md``.
         quick: 60 samples, a tiny model and a few steps (for CI; targets are not expected to be
             met) instead of 5,000 samples and the ``small``-sized model.
+        threads: torch intra-op threads. One by default: the demo's matrices are small (width
+            128, batch 16), so a second thread mostly waits on the first, and on a shared
+            machine it waits for a core too (fine-tuning steps with 2 threads at load 13 took
+            several times the wall time of 1 thread). The budget is CPU time.
     """
     run = DemoRun(out_dir, QUICK if quick else FULL)
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     prepare_data(run)
     pretrain(run)

@@ -206,7 +206,8 @@ def _times(stages: Sequence[StageLike], total_seconds: float) -> list[str]:
         "## Wall time",
         "",
         f"Total {total_seconds:.0f} s ({total_seconds / 60:.1f} min) on {os.cpu_count()} CPU "
-        f"cores; load average at the end (1, 5, 15 min): {load}.",
+        f"cores, {_torch_threads()} torch thread(s); load average at the end (1, 5, 15 min): "
+        f"{load}.",
         "",
         "| stage | seconds | CPU seconds | |",
         "|---|---:|---:|---|",
@@ -214,6 +215,12 @@ def _times(stages: Sequence[StageLike], total_seconds: float) -> list[str]:
     rows = [f"| {s.name} | {s.seconds:.1f} | {s.cpu_seconds:.0f} | {s.note} |" for s in stages]
     cpu = sum(s.cpu_seconds for s in stages)
     return [*lines, *rows, f"| total | {total_seconds:.1f} | {cpu:.0f} | |", "", _budget(cpu)]
+
+
+def _torch_threads() -> int:
+    import torch  # lazily: the report's other parts need no torch
+
+    return torch.get_num_threads()
 
 
 def _budget(cpu_seconds: float) -> str:
