@@ -36,13 +36,21 @@ def demo(
         "runs/demo"
     ),
     quick: Annotated[bool, typer.Option(help="Smaller data and model for CI.")] = False,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Torch threads. 1 (default) spends the least CPU time; more finish sooner on "
+            "an idle machine at a higher CPU cost.",
+        ),
+    ] = 1,
 ) -> None:
     """The main job: ShapesWorld, pretraining, six-family fine-tuning, evaluation, report.md."""
     # Imported here, not at module top: the demo's stack (training, evaluation) is slow to
     # import, and `omnifuse --help` mounts this module.
     from omnifuse_experiments.demo import run_demo
 
-    summary: dict[str, Any] = run_demo(out_dir, quick=quick)
+    summary: dict[str, Any] = run_demo(out_dir, quick=quick, threads=threads)
     out.print_json(json.dumps(summary))
 
 

@@ -82,6 +82,10 @@ EXTRA_METRICS = {
 
 NOT_MEASURED = "not measured"
 
+CPU_BUDGET_S = 1500.0
+"""The issue's budget for the whole full demo, data generation included, in CPU-seconds (wall
+time on shared machines varies about 2x; the CPU time a run needs varies far less)."""
+
 
 @dataclass(frozen=True)
 class Row:
@@ -202,14 +206,30 @@ def _times(stages: Sequence[StageLike], total_seconds: float) -> list[str]:
         "## Wall time",
         "",
         f"Total {total_seconds:.0f} s ({total_seconds / 60:.1f} min) on {os.cpu_count()} CPU "
-        f"cores; load average at the end (1, 5, 15 min): {load}.",
+        f"cores, {_torch_threads()} torch thread(s); load average at the end (1, 5, 15 min): "
+        f"{load}.",
         "",
         "| stage | seconds | CPU seconds | |",
         "|---|---:|---:|---|",
     ]
     rows = [f"| {s.name} | {s.seconds:.1f} | {s.cpu_seconds:.0f} | {s.note} |" for s in stages]
     cpu = sum(s.cpu_seconds for s in stages)
-    return [*lines, *rows, f"| total | {total_seconds:.1f} | {cpu:.0f} | |"]
+    return [*lines, *rows, f"| total | {total_seconds:.1f} | {cpu:.0f} | |", "", _budget(cpu)]
+
+
+def _torch_threads() -> int:
+    import torch  # lazily: the report's other parts need no torch
+
+    return torch.get_num_threads()
+
+
+def _budget(cpu_seconds: float) -> str:
+    """The CPU-time verdict: stages' CPU time (this process and its children) against the budget."""
+    met = "met" if cpu_seconds <= CPU_BUDGET_S else "not met"
+    return (
+        f"CPU time: {cpu_seconds:.0f} CPU-seconds in all, this process and its child processes "
+        f"(budget of the full demo ≤ {CPU_BUDGET_S:.0f}: {met})."
+    )
 
 
 def _relative(path: Path, start: Path) -> str:

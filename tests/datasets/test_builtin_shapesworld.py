@@ -30,6 +30,7 @@ from omnifuse.datasets.scenes import (
     Scene,
     SceneObject,
     parse_scene,
+    region,
     sample_scene,
 )
 
@@ -177,8 +178,18 @@ def test_captions_vary_for_the_same_scene() -> None:
     assert len(captions) == len(set(captions)) == 5
 
 
-def _lone(colour: str, shape: str, x: int = 32) -> Scene:
-    return Scene((SceneObject(shape, colour, "large", x, 32, 11),))
+def _lone(colour: str, shape: str, x: int = 32, size: str = "large") -> Scene:
+    return Scene((SceneObject(shape, colour, size, x, 32, 11 if size == "large" else 6),))
+
+
+def test_first_caption_names_every_object_and_where_the_main_one_is() -> None:
+    # The caption retrieval ranks must tell scenes apart: no object left out, the main one placed.
+    for k in range(20):
+        scene = sample_scene(sample_rng(3, k))
+        first = make_captions(scene, sample_rng(5, k))[0]
+        assert f"{scene.main.name} {region(scene.main)}" in first, first
+        for obj in scene.objects:
+            assert obj.name in first, (obj.name, first)
 
 
 def test_retrieval_ceiling_is_one_when_captions_name_distinct_scenes() -> None:
@@ -188,16 +199,20 @@ def test_retrieval_ceiling_is_one_when_captions_name_distinct_scenes() -> None:
 
 
 def test_retrieval_ceiling_shares_out_captions_that_fit_several_scenes() -> None:
-    # Two lone red circles in other places: "a single red circle" fits both; a blue square is
-    # told apart. Expected R@1: (1/2 + 1/2 + 1) / 3.
-    scenes = [_lone("red", "circle", 20), _lone("red", "circle", 44), _lone("blue", "square")]
-    texts = ["a single red circle", "a single red circle", "a single blue square"]
+    # Two lone red circles in the middle: "a red circle in the middle" fits both; a blue square
+    # is told apart. Expected R@1: (1/2 + 1/2 + 1) / 3.
+    scenes = [_lone("red", "circle", 28), _lone("red", "circle", 36), _lone("blue", "square")]
+    texts = [
+        "a red circle in the middle",
+        "a red circle in the middle",
+        "a blue square in the middle",
+    ]
     assert retrieval_ceiling(scenes, texts, draws=500) == pytest.approx(2 / 3)
-    # The first circle moves to the top left and its caption says so: the second scene cannot
-    # produce that caption (R@1 1), but the first can still produce the second's "a single red
-    # circle" (R@1 1/2). Expected: (1/2 + 1 + 1) / 3.
-    texts[0] = "a big red circle in the top left"
-    scenes[0] = Scene((SceneObject("circle", "red", "large", 14, 14, 11),))
+    # The second circle is small and the first caption says "big": the second scene cannot
+    # produce that caption (R@1 1), but the first can still produce the second's caption
+    # (R@1 1/2). Expected: (1/2 + 1 + 1) / 3.
+    texts[0] = "a big red circle in the middle"
+    scenes[1] = _lone("red", "circle", 36, size="small")
     assert retrieval_ceiling(scenes, texts, draws=2000) == pytest.approx(5 / 6)
 
 

@@ -7,6 +7,8 @@ import json
 import math
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import safetensors.torch
@@ -20,8 +22,14 @@ from omnifuse.config import load_config
 from omnifuse.datasets import shapesworld
 from omnifuse.inference import Pipeline
 from omnifuse_experiments.configs import config_path
-from omnifuse_experiments.demo import corpus_command, has_data, shrink_overrides
-from omnifuse_experiments.demo_report import NOT_MEASURED, REQUIRED_TASKS, TARGETS
+from omnifuse_experiments.demo import QUICK, DemoRun, corpus_command, has_data, shrink_overrides
+from omnifuse_experiments.demo_report import (
+    CPU_BUDGET_S,
+    NOT_MEASURED,
+    REQUIRED_TASKS,
+    TARGETS,
+    write_report,
+)
 
 runner = CliRunner()
 
@@ -131,3 +139,36 @@ def test_corpus_command_is_the_cli_the_demo_runs(tmp_path: Path) -> None:
     result = runner.invoke(app, args[1:])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "corpus.txt").read_text().splitlines() == ["a red circle", "how many?"]
+
+
+# A child that burns CPU and prints how much its own clock says it used.
+_BURN = "\n".join(
+    [
+        "import time",
+        "t = time.process_time()",
+        "while time.process_time() - t < 0.3: pass",
+        "print(time.process_time())",
+    ]
+)
+
+
+def test_stage_cpu_time_counts_child_processes(tmp_path: Path) -> None:
+    # Data generation runs in worker processes: a stage's CPU time must include them, or the
+    # budget is checked against a fraction of what the demo costs.
+    run = DemoRun(tmp_path, QUICK)
+    with run.stage("child"):
+        out = subprocess.run([sys.executable, "-c", _BURN], capture_output=True, check=True)
+    child = float(out.stdout)
+    assert run.stages[0].cpu_seconds >= child > 0.25
+
+
+def test_report_states_cpu_time_against_the_budget(tmp_path: Path) -> None:
+    run = DemoRun(tmp_path, QUICK)
+    for name in ("data", "finetune"):
+        with run.stage(name) as stage:
+            pass
+        stage.cpu_seconds = CPU_BUDGET_S / 2 + 1  # together just over the budget
+    report = write_report(tmp_path / "r.md", [], run.stages, [], 10.0, quick=True).read_text()
+    assert re.search(r"^\| finetune \| \d+\.\d \| 751 \|", report, re.M)
+    assert "1502 CPU-seconds in all" in report
+    assert f"≤ {CPU_BUDGET_S:.0f}: not met" in report

@@ -36,3 +36,24 @@ def test_recipe_passes_results_file_and_defaults_inside_out(
     assert calls[-1]["results_file"] == docs and calls[-1]["out"] == tmp_path
     assert runner.invoke(app, args).exit_code == 0
     assert calls[-1]["results_file"] is None  # the recipe then writes OUT/results.md
+
+
+def test_demo_passes_threads_and_defaults_to_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omnifuse_experiments import demo
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_demo(out_dir: Path, quick: bool = False, threads: int = 1) -> dict[str, Any]:
+        calls.append({"out": out_dir, "quick": quick, "threads": threads})
+        return {"report": "r"}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path)]).exit_code == 0
+    assert calls[-1] == {"out": tmp_path, "quick": True, "threads": 1}
+    assert runner.invoke(app, ["demo", "--threads", "2", "--out", str(tmp_path)]).exit_code == 0
+    assert calls[-1]["threads"] == 2
+    bad = runner.invoke(app, ["demo", "--threads", "0", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and not calls[2:]

@@ -42,7 +42,8 @@ from omnifuse.datasets.render import COLOURS, SHAPES, Sprite, draw, write_mp4
 from omnifuse.datasets.scenes import IMAGE_SIZE, sample_scene
 
 NAME = "shapesworld"
-VERSION = "1.1"  # 1.1: the main object is >= MAIN_MARGIN px larger than any other
+VERSION = "1.2"  # 1.2: the first caption names every object and where the main one is
+# (1.1: the main object is >= MAIN_MARGIN px larger than any other)
 DEFAULT_SIZE = 5000
 MEDIA = ("image", "audio", "video")
 OPTIONS = ("modalities", "missing", "workers", "flite")
