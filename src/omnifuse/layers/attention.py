@@ -31,11 +31,14 @@ class KVCache:
         value: ``[B, H, S, Dh]`` values seen so far.
         mask: cross-attention only: ``(allowed [B, 1, 1, S], has_key [B, 1, 1, 1])`` from the
             context mask of the first step (None: every key is valid).
+        packed: the layer's packed q/k/v projection, fetched once per decoding run by
+            :meth:`MultiHeadAttention.step` (weights do not change while decoding).
     """
 
     key: Tensor | None = None
     value: Tensor | None = None
     mask: tuple[Tensor, Tensor] | None = None
+    packed: tuple[Tensor, Tensor | None] | None = None
 
     @property
     def length(self) -> int:
@@ -75,6 +78,7 @@ class StaticKVCache:
         self.capacity = capacity
         self.length = 0
         self.buffers: tuple[Tensor, Tensor] | None = None
+        self.packed: tuple[Tensor, Tensor | None] | None = None  # as in KVCache
 
     @property
     def key(self) -> Tensor | None:
@@ -268,12 +272,13 @@ class MultiHeadAttention(nn.Module):
         mask (a single query at the newest position may see every key).
         """
         b = x.shape[0]
-        weight, bias = self.packed_in_proj()
-        qkv = F.linear(x, weight, bias).view(b, 3, self.num_heads, 1, self.head_dim)
+        if cache.packed is None:  # checking the weights' versions each step costs a GEMV
+            cache.packed = self.packed_in_proj()
+        qkv = F.linear(x, *cache.packed).view(b, 3, self.num_heads, 1, self.head_dim)
         k, v = cache.append(qkv[:, 1], qkv[:, 2])  # (B, H, S, Dh)
         out = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # (B, H, 1, Dh)
-        merged: Tensor = self.out_proj(out.view(b, 1, -1))  # H, 1, Dh -> 1, H * Dh: no copy
-        return merged
+        # (B, H, 1, Dh) -> (B, 1, H * Dh) is a view; F.linear skips the module call's overhead.
+        return F.linear(out.view(b, 1, -1), self.out_proj.weight, self.out_proj.bias)
 
     def cross_step(
         self, x: Tensor, context: Tensor, key_mask: Tensor | None, cache: KVCache
@@ -282,14 +287,13 @@ class MultiHeadAttention(nn.Module):
         keys/values (and mask) come from ``cache``, computed at the first step."""
         b = x.shape[0]
         k, v, mask = self._cross_attention_inputs(context, key_mask, cache)
-        q = self.q_proj(x).view(b, self.num_heads, 1, self.head_dim)
+        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, self.num_heads, 1, -1)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[0])
             out = out * mask[1].to(out.dtype)
-        merged: Tensor = self.out_proj(out.view(b, 1, -1))
-        return merged
+        return F.linear(out.view(b, 1, -1), self.out_proj.weight, self.out_proj.bias)
 
     def _merge(self, out: Tensor) -> Tensor:
         """``(B, H, N, Dh) -> (B, N, dim)`` then the output projection."""
