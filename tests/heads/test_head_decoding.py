@@ -10,6 +10,7 @@ import torch
 from omnifuse.config.heads import CaptionDecoderConfig
 from omnifuse.heads import CaptionDecoder
 from omnifuse.heads.decoding import DecoderStepper, DecodingOptions, decode
+from omnifuse.layers import KVCache, StaticKVCache
 from omnifuse.modalities.base import EncoderOutput
 
 VOCAB, BOS, PAD = 30, 1, 0
@@ -122,3 +123,23 @@ def test_training_mode_steps_through_the_general_forward() -> None:
     with torch.no_grad():
         got = decode(head, fused, options("static")).tokens
     assert torch.equal(got, want)
+
+
+def test_decode_uses_one_static_buffer_for_every_step() -> None:
+    """The default options decode with a static cache whose buffers never move (no per-step
+    allocation); ``static_cache=False`` gives the growing cache."""
+    head, fused = decoder(), context(4)
+    stepper = DecoderStepper(head, fused, use_cache=True, static=True)
+    caches = stepper.cache
+    assert caches is not None
+    assert all(isinstance(self_cache, StaticKVCache) for self_cache, _ in caches)
+    prefix = torch.full((4, MAX_LENGTH), BOS)
+    stepper(prefix[:, :1])
+    storage = caches[0][0].buffers[0].data_ptr()
+    for t in range(1, MAX_LENGTH):
+        stepper(prefix[:, : t + 1])
+    keys = caches[0][0].buffers[0]
+    assert keys.data_ptr() == storage and keys.shape == (4, 4, MAX_LENGTH, 8)
+    growing = DecoderStepper(head, fused, use_cache=True, static=False).cache
+    assert growing is not None
+    assert all(isinstance(self_cache, KVCache) for self_cache, _ in growing)
