@@ -52,7 +52,7 @@ class TableDecoder:
         self.table = table
         self.max_length = max_length
 
-    def new_cache(self) -> list[int]:
+    def new_cache(self, static: bool = False) -> list[int]:
         return []
 
     def step(self, tokens: Tensor, cache: Any, fused: EncoderOutput) -> Tensor:

@@ -1,11 +1,12 @@
-"""Multi-head attention: KV-cached decoding equals full causal attention; cross-attention masks."""
+"""Multi-head attention: KV-cached decoding (growing and static caches, the lean step) equals
+full causal attention; cross-attention masks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from omnifuse.layers import KVCache, MultiHeadAttention, TransformerStack
+from omnifuse.layers import KVCache, MultiHeadAttention, StaticKVCache, TransformerStack
 
 ATOL = 1e-5  # float32: cached and full paths sum the same terms in a different order
 
@@ -85,3 +86,65 @@ def test_cached_decoder_stack_equals_full_causal_pass() -> None:
         for i in range(5)
     ]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
+
+
+def test_static_cache_equals_growing_cache_and_checks_capacity() -> None:
+    attn, x = _attention(), torch.randn(2, 6, 16)
+    growing, static = KVCache(), StaticKVCache(capacity=6)
+    for i in range(6):
+        a = attn(x[:, i : i + 1], causal=True, cache=growing)
+        b = attn(x[:, i : i + 1], causal=True, cache=static)
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=0)
+    assert static.length == growing.length == 6
+    assert static.key is not None and growing.key is not None
+    torch.testing.assert_close(static.key, growing.key)
+    with pytest.raises(ValueError, match="holds 6 positions; appending reaches 7"):
+        attn(x[:, :1], causal=True, cache=static)
+
+
+def test_static_cache_reorders_rows_in_place_and_expands() -> None:
+    cache = StaticKVCache(capacity=4)
+    keys = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 2, 2, 8).contiguous()
+    cache.append(keys, keys + 10)
+    assert cache.buffers is not None
+    storage = cache.buffers[0].data_ptr()
+    cache.reorder(torch.tensor([2, 2, 0]))  # same rows: reordered inside the buffers
+    assert cache.buffers[0].data_ptr() == storage
+    assert cache.key is not None and cache.value is not None
+    assert cache.key[:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
+    assert cache.value[:, 0, 0, 0].tolist() == [12.0, 12.0, 10.0]
+    cache.reorder(torch.tensor([0, 0, 1, 1, 2, 2]))  # beams expanded: new buffers
+    assert cache.key is not None and cache.key.shape == (6, 2, 2, 8)
+    assert cache.key[:, 0, 0, 0].tolist() == [2.0, 2.0, 2.0, 2.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_lean_stack_step_equals_the_cached_forward(static: bool) -> None:
+    """``TransformerStack.step`` (packed q/k/v, cached context mask) == ``forward`` with a cache,
+    including a sample whose whole context is masked (zeros, not NaN)."""
+    decoder = TransformerStack(16, 2, 4, cross_attention=True, context_dim=24).eval()
+    x, context = torch.randn(3, 5, 16), torch.randn(3, 7, 24)
+    context_mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4, [False] * 7])
+    reference, lean = decoder.new_cache(), decoder.new_cache(5 if static else None)
+    for i in range(5):
+        want = decoder(
+            x[:, i : i + 1],
+            context=context,
+            context_mask=context_mask,
+            causal=True,
+            cache=reference,
+        )
+        got = decoder.step(x[:, i : i + 1], lean, context, context_mask)
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    assert bool(torch.isfinite(got).all())
+
+
+def test_packed_projection_follows_weight_updates() -> None:
+    attn = _attention()
+    weight, _ = attn.packed_in_proj()
+    assert attn.packed_in_proj()[0] is weight  # kept while the weights are unchanged
+    with torch.no_grad():
+        attn.k_proj.weight.add_(1.0)  # an optimizer step or load_state_dict writes in place
+    weight, bias = attn.packed_in_proj()
+    torch.testing.assert_close(weight[16:32], attn.k_proj.weight)
+    assert bias is not None and bias.shape == (48,)

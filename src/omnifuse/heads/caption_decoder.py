@@ -12,17 +12,22 @@ search and nucleus sampling; any decoder offering them (plus ``bos_id``/``eos_id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from omnifuse.config.heads import CaptionDecoderConfig
 from omnifuse.heads._text import text_tokenizer
+from omnifuse.heads.decoding import DecoderStepper, TokenIds, greedy_search
 from omnifuse.layers import TransformerStack
-from omnifuse.layers.attention import KVCache
+from omnifuse.layers.attention import needed_mask
+from omnifuse.layers.transformer import LayerCache, steps_leanly
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.registry import HeadContext, register_head
 
-Cache = list[tuple[KVCache, KVCache]]
+Cache = Sequence[LayerCache]
+"""Per-layer caches (a list from ``new_cache``; read-only here, so any sequence)."""
 
 
 class CaptionDecoder(nn.Module):
@@ -93,11 +98,23 @@ class CaptionDecoder(nn.Module):
         Returns:
             ``[B, L, V]``; position ``t`` scores the token after ``decoder_input[:, : t + 1]``.
         """
+        return self._run(decoder_input, context.tokens, context.mask, decoder_mask, cache, start)
+
+    def _run(
+        self,
+        decoder_input: Tensor,
+        context: Tensor,
+        context_mask: Tensor | None,
+        decoder_mask: Tensor | None,
+        cache: Cache | None,
+        start: int,
+    ) -> Tensor:
+        """:meth:`logits` with the context as ``[B, S, C]`` tokens and an optional mask."""
         hidden = self.decoder(
             self.embed(decoder_input, start),
             mask=decoder_mask,
-            context=context.tokens,
-            context_mask=context.mask,
+            context=context,
+            context_mask=context_mask,
             causal=True,
             cache=cache,
         )
@@ -126,6 +143,8 @@ class CaptionDecoder(nn.Module):
     ) -> Tensor:
         """Greedy decoding (call in eval mode; dropout would make it random).
 
+        Runs :func:`omnifuse.heads.decoding.greedy_search` with a static KV cache.
+
         Args:
             fused: context with ``tokens [B, S, C]`` and ``mask [B, S]``.
             max_length: most tokens to produce (default and cap: the head's ``max_length``).
@@ -138,24 +157,22 @@ class CaptionDecoder(nn.Module):
             ``pad_id``. Decoding stops early once every row has produced EOS.
         """
         steps = self.max_length if max_length is None else min(max_length, self.max_length)
-        bos = self.bos_id if bos_id is None else bos_id
-        eos = self.eos_id if eos_id is None else eos_id
-        batch = fused.tokens.shape[0]
-        ids = torch.full((batch, 1), bos, dtype=torch.long, device=fused.tokens.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        cache = self.new_cache() if use_cache else None
-        for _ in range(steps):
-            logits = self.step(ids, cache, fused)  # (B, V)
-            token = logits.argmax(dim=-1).masked_fill(finished, self.pad_id)  # (B,)
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            finished |= token == eos
-            if bool(finished.all()):
-                break
-        return ids[:, 1:]
+        ids = TokenIds(
+            self.bos_id if bos_id is None else bos_id,
+            self.eos_id if eos_id is None else eos_id,
+            self.pad_id,
+        )
+        stepper = DecoderStepper(self, fused, use_cache, static=True)
+        return greedy_search(stepper, fused.tokens.shape[0], ids, steps, fused.tokens.device).tokens
 
-    def new_cache(self) -> Cache:
-        """Empty per-layer (self, cross) key/value caches for :meth:`step`."""
-        return self.decoder.new_cache()
+    def new_cache(self, static: bool = False) -> Cache:
+        """Empty per-layer (self, cross) key/value caches for :meth:`step`.
+
+        Args:
+            static: preallocate the self-attention keys/values for ``max_length`` positions
+                (:class:`~omnifuse.layers.StaticKVCache`) instead of growing them each step.
+        """
+        return self.decoder.new_cache(self.max_length if static else None)
 
     def step(self, tokens: Tensor, cache: Cache | None, fused: EncoderOutput) -> Tensor:
         """Next-token logits after each prefix: one incremental decoding step.
@@ -179,7 +196,15 @@ class CaptionDecoder(nn.Module):
                 f"the cache holds {cached} positions but the prefix has {tokens.shape[1]} tokens; "
                 "pass a cache holding every position but the last"
             )
-        return self.logits(tokens[:, start:], fused, cache=cache, start=start)[:, -1]
+        # The context mask is read once, at the first step (later ones reuse the cached one).
+        mask = needed_mask(fused.mask) if start == 0 else None
+        if steps_leanly(self.decoder):
+            hidden = self.decoder.step(
+                self.embed(tokens[:, start:], start), cache, fused.tokens, mask
+            )
+            logits: Tensor = self.lm_head(hidden[:, -1])
+            return logits
+        return self._run(tokens[:, start:], fused.tokens, mask, None, cache, start)[:, -1]
 
     @staticmethod
     def reorder_cache(cache: Cache, index: Tensor) -> Cache:
@@ -189,10 +214,8 @@ class CaptionDecoder(nn.Module):
         following its own prefix. Updates ``cache`` in place and returns it.
         """
         for self_attention, cross_attention in cache:
-            for kv in (self_attention, cross_attention):
-                if kv.key is not None and kv.value is not None:
-                    kv.key = kv.key.index_select(0, index)  # (N, H, S, Dh)
-                    kv.value = kv.value.index_select(0, index)
+            self_attention.reorder(index)
+            cross_attention.reorder(index)
         return cache
 
 

@@ -43,6 +43,9 @@ class DecodingOptions:
         seed: ``nucleus``: seed of the sampling generator (same seed, same text); None draws
             from torch's global generator.
         use_cache: reuse attention keys/values between steps (same output, fewer FLOPs).
+        static_cache: with ``use_cache``, keep them in buffers preallocated for the whole
+            output (no per-step concatenation; same output). Decoders without a static cache
+            ignore it.
     """
 
     strategy: Strategy = "greedy"
@@ -53,6 +56,7 @@ class DecodingOptions:
     max_length: int | None = None
     seed: int | None = 0
     use_cache: bool = True
+    static_cache: bool = True
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -88,8 +92,8 @@ class StepDecoder(Protocol):
     pad_id: int
     max_length: int
 
-    def new_cache(self) -> Any:
-        """An empty cache for :meth:`step`."""
+    def new_cache(self, static: bool = False) -> Any:
+        """An empty cache for :meth:`step`; ``static``: preallocated for ``max_length``."""
         ...
 
     def step(self, tokens: Tensor, cache: Any, fused: EncoderOutput) -> Tensor:
@@ -120,12 +124,15 @@ class DecoderStepper:
         decoder: e.g. a ``CaptionDecoder`` (in eval mode).
         context: what it cross-attends to: ``tokens [B, S, C]``, ``mask [B, S]``.
         use_cache: run one token per step and keep keys/values (False: rerun every prefix).
+        static: with ``use_cache``, ask the decoder for a preallocated (static) cache.
     """
 
-    def __init__(self, decoder: StepDecoder, context: EncoderOutput, use_cache: bool) -> None:
+    def __init__(
+        self, decoder: StepDecoder, context: EncoderOutput, use_cache: bool, static: bool = False
+    ) -> None:
         self.decoder = decoder
         self.context = context
-        self.cache = decoder.new_cache() if use_cache else None
+        self.cache = decoder.new_cache(static=static) if use_cache else None
 
     def __call__(self, tokens: Tensor) -> Tensor:
         return self.decoder.step(tokens, self.cache, self.context)
@@ -181,19 +188,24 @@ def sample_search(
     Returns:
         Tokens ``[B, T]`` and the sum of their log-probabilities ``[B]``.
     """
-    tokens = torch.full((batch, 1), ids.bos, dtype=torch.long, device=device)
+    # One buffer for every prefix: the stepper sees views, so no step concatenates ids.
+    tokens = torch.full((batch, steps + 1), ids.pad, dtype=torch.long, device=device)
+    tokens[:, 0] = ids.bos
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     scores = torch.zeros(batch, device=device)
-    for _ in range(steps):
-        logits = stepper(tokens).float()  # (B, V)
+    length = 0
+    for t in range(steps):
+        logits = stepper(tokens[:, : t + 1]).float()  # (B, V)
         token = choose(logits).masked_fill(finished, ids.pad)  # (B,)
-        logp = logits.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+        # log p(token) = logit - logsumexp: one reduction instead of a [B, V] log-softmax.
+        logp = logits.gather(1, token[:, None]).squeeze(1) - logits.logsumexp(dim=-1)
         scores += logp.masked_fill(finished, 0.0)
-        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        tokens[:, t + 1] = token
+        length = t + 1
         finished |= token == ids.eos
         if bool(finished.all()):
             break
-    return Decoded(tokens[:, 1:], scores)
+    return Decoded(tokens[:, 1 : length + 1], scores)
 
 
 def greedy_search(
@@ -384,7 +396,7 @@ def decode(decoder: StepDecoder, context: EncoderOutput, options: DecodingOption
     cap = decoder.max_length
     steps = cap if options.max_length is None else min(options.max_length, cap)
     ids = TokenIds(decoder.bos_id, decoder.eos_id, decoder.pad_id)
-    stepper = DecoderStepper(decoder, context, options.use_cache)
+    stepper = DecoderStepper(decoder, context, options.use_cache, options.static_cache)
     batch, device = context.tokens.shape[0], context.tokens.device
     if options.strategy == "beam":
         return beam_search(

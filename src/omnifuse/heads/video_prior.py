@@ -12,16 +12,20 @@ which is the "no text" input the prior sees for samples whose text was dropped i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from omnifuse.config.video_generator import VideoPriorConfig
 from omnifuse.layers import TransformerStack
-from omnifuse.layers.attention import KVCache
+from omnifuse.layers.attention import needed_mask
 from omnifuse.layers.sampling import SamplingOptions, guide, sample_next
+from omnifuse.layers.transformer import LayerCache, steps_leanly
 from omnifuse.modalities.base import EncoderOutput
 
-Cache = list[tuple[KVCache, KVCache]]
+Cache = Sequence[LayerCache]
+"""Per-layer caches (a list from ``new_cache``; read-only here, so any sequence)."""
 
 
 def null_condition(condition: EncoderOutput) -> EncoderOutput:
@@ -155,20 +159,34 @@ class VideoPrior(nn.Module):
         batch = condition.tokens.shape[0]
         # Guidance runs the conditional and unconditional rows as one batch of 2B.
         context = _stack(condition, null_condition(condition)) if options.guided else condition
+        rows = context.tokens.shape[0]
+        # One id buffer for every prefix (no per-step concatenation) and a static KV cache.
         ids = torch.full(
-            (context.tokens.shape[0], 1),
+            (rows, self.num_tokens + 1),
             self.bos_id,
             dtype=torch.long,
             device=condition.tokens.device,
         )
-        cache = self.decoder.new_cache() if use_cache else None
+        cache = self.decoder.new_cache(self.num_tokens) if use_cache else None
         for step in range(self.num_tokens):
             if cache is not None:
-                logits = self.logits(ids[:, -1:], context, cache, start=step)[:, -1]
+                logits = self.step(ids[:, step : step + 1], context, cache, step)
             else:
-                logits = self.logits(ids, context)[:, -1]
+                logits = self.logits(ids[:, : step + 1], context)[:, -1]
             if options.guided:
                 logits = guide(logits[:batch], logits[batch:], options.guidance)
             token = sample_next(logits, options, generator)  # (B,)
-            ids = torch.cat([ids, token.repeat(ids.shape[0] // batch)[:, None]], dim=1)
+            ids[:, step + 1] = token.repeat(rows // batch)
         return ids[:batch, 1:]
+
+    def step(self, inputs: Tensor, condition: EncoderOutput, cache: Cache, start: int) -> Tensor:
+        """Logits ``[B, K]`` of code ``start`` from input ``[B, 1]`` at position ``start``, with
+        ``cache`` holding positions ``0 .. start - 1`` (:meth:`logits` with the cache, through the
+        lean :meth:`TransformerStack.step <omnifuse.layers.TransformerStack.step>` in eval mode)."""
+        if not steps_leanly(self.decoder):
+            return self.logits(inputs, condition, cache, start)[:, -1]
+        # The condition's keys/values and mask are cached at the first step.
+        mask = needed_mask(condition.mask) if start == 0 else None
+        hidden = self.decoder.step(self.embed(inputs, start), cache, condition.tokens, mask)
+        out: Tensor = self.head(hidden[:, -1])
+        return out

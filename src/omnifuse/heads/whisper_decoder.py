@@ -188,8 +188,9 @@ class WhisperDecoder(nn.Module):
         logits = self._run(self._with_prompt(decoder_input), features, None)
         return logits[:, self.prompt_length - 1 :]
 
-    def new_cache(self) -> EncoderDecoderCache:
-        """An empty self- and cross-attention cache for :meth:`step`."""
+    def new_cache(self, static: bool = False) -> EncoderDecoderCache:
+        """An empty self- and cross-attention cache for :meth:`step` (``static`` is ignored:
+        transformers' growing cache is used either way)."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         return EncoderDecoderCache(DynamicCache(), DynamicCache())

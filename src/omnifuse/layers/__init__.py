@@ -1,6 +1,6 @@
 """Modality-agnostic building blocks: attention, Transformer blocks/stacks, pooling, positions."""
 
-from omnifuse.layers.attention import KVCache, MultiHeadAttention
+from omnifuse.layers.attention import KVCache, MultiHeadAttention, StaticKVCache
 from omnifuse.layers.transformer import (
     MLP,
     StackDims,
@@ -15,6 +15,7 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "StackDims",
+    "StaticKVCache",
     "TransformerBlock",
     "TransformerStack",
     "masked_mean",
