@@ -2,9 +2,10 @@
 user builds it) and a transformers model of the same layers, widths, heads, MLP, vocabulary,
 lengths and dropout, each with a zero-argument ``step`` doing the same work.
 
-Every builder returns a :class:`Pair`; the parameters counted are those the step trains (they
-get a gradient) or, for inference, those it reads, so an unused text tower that omnifuse's
-captioner needs only for its tokenizer is not counted.
+Every builder returns a :class:`Pair`; the parameters counted are those of the modules the step
+runs (trainable or frozen), so the modules an omnifuse model builds but the step never reads (the
+fusion of a contrastive or captioning run, the text tower a captioner keeps for its tokenizer)
+are left out.
 """
 
 from __future__ import annotations
@@ -127,9 +128,13 @@ def build_omnifuse(run: RunConfig) -> tuple[MultimodalModel, Any, Any]:
     return model, task, processors
 
 
-def trained_params(module: nn.Module) -> int:
-    """Parameters that received a gradient (call after one training step)."""
-    return sum(p.numel() for p in module.parameters() if p.grad is not None)
+UNUSED_BY_CAPTIONER = ("encoders.text", "fusion")
+"""omnifuse captioner modules its steps never run (the tokenizer-only text tower, the fusion)."""
+
+
+def used_params(module: nn.Module, unused: tuple[str, ...] = ()) -> int:
+    """Parameters of ``module`` outside the submodules named by the ``unused`` prefixes."""
+    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith(unused))
 
 
 def train_step(
@@ -150,10 +155,10 @@ def train_step(
     return step, optimizer
 
 
-def counted_side(module: nn.Module, step: Step) -> Side:
-    """Run ``step`` once (warm-up) and count the parameters it trained."""
+def counted_side(module: nn.Module, step: Step, unused: tuple[str, ...] = ()) -> Side:
+    """Run ``step`` once (warm-up) and count the parameters it runs."""
     step()
-    return Side(step, trained_params(module))
+    return Side(step, used_params(module, unused))
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -251,7 +256,7 @@ def clip_pair(s: Shapes, autocast: bool) -> Pair:
     text = text_batch(processors, [t[: s.text_length - 2] for t in captions(s)])
     batch = batch_of({"image": {"pixel_values": pixels}, "text": text}, captions(s))
     omni_step, _ = train_step(model, lambda: task.loss(model, batch)["loss"], autocast)
-    omni = counted_side(model, omni_step)
+    omni = counted_side(model, omni_step, ("fusion",))  # a contrastive step never fuses
 
     tokenizer = processors["text"].tokenizer
     tower = {
@@ -379,7 +384,7 @@ def captioner_pair(s: Shapes) -> Pair:
     pixels, texts = images(s), captions(s)
     batch = batch_of({"image": {"pixel_values": pixels}}, texts)
     omni_step, _ = train_step(model, lambda: task.loss(model, batch)["loss"], False)
-    omni = counted_side(model, omni_step)
+    omni = counted_side(model, omni_step, UNUSED_BY_CAPTIONER)
     # The same ids the captioning task makes (bytes + EOS); the HF collator's work is done here.
     labels, _ = task.tokenize(texts, pixels.device)
 
@@ -425,15 +430,11 @@ def generation_pair(s: Shapes, new_tokens: int) -> Pair:
         if out.shape[1] != new_tokens + 1:  # BOS first
             raise RuntimeError(f"transformers made {out.shape[1] - 1} tokens, not {new_tokens}")
 
-    used = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(_UNUSED))
+    used = used_params(model, UNUSED_BY_CAPTIONER)
     flops = s.batch * vit_flops(s) + sum(
         s.batch * decoder_flops(s, pair.vocab, 1, past) for past in range(new_tokens)
     )
     omni_step()
     hf_step()
-    hf_params = sum(p.numel() for p in hf.parameters())
+    hf_params = used_params(hf)
     return Pair(Side(omni_step, used), Side(hf_step, hf_params), s.batch * new_tokens, flops)
-
-
-_UNUSED = ("encoders.text", "fusion")
-"""omnifuse captioner parameters generation never reads (the tokenizer-only text tower)."""

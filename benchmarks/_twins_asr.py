@@ -28,6 +28,7 @@ from benchmarks._twins import (
     counted_side,
     omnifuse_run,
     train_step,
+    used_params,
 )
 from omnifuse.heads.decoding import DecodingOptions
 from omnifuse.tasks.base import PredictOptions
@@ -42,7 +43,7 @@ class ASRShapes:
     None keep the checkpoint's (tiny.en: 384 wide, 4+4 layers, 6 heads)."""
 
     seconds: float = 3.0
-    batch: int = 8
+    batch: int = 4
     target_tokens: int = 24
     dim: int | None = None
     layers: int | None = None
@@ -162,7 +163,7 @@ def asr_training_pair(path: Path, s: ASRShapes) -> Pair:
     audio = w.processors["audio"](clips(s))
     batch = batch_of({"audio": audio}, transcripts(s))
     omni_step, _ = train_step(w.model, lambda: w.task.loss(w.model, batch)["loss"], False)
-    omni = counted_side(w.model, omni_step)
+    omni = counted_side(w.model, omni_step, ("fusion",))  # ASR reads the encoder directly
     head = w.model.heads["asr"]
     ids, _ = w.task.tokenize(transcripts(s), torch.device("cpu"))
     # HF labels: the prompt after the start token, then the target (EOS-closed), as omnifuse.
@@ -211,8 +212,9 @@ def asr_decoding_pair(path: Path, s: ASRShapes) -> Pair:
 
     omni_step()
     hf_step()
-    params = sum(p.numel() for p in hf.parameters())
+    params = used_params(hf)
     frames = int(audio["features"].shape[1])
-    flops = s.batch * whisper_flops(w, frames, s, prompt + s.target_tokens)
-    used = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fusion"))
+    # The decoder reads the prompt and every generated token but the last.
+    flops = s.batch * whisper_flops(w, frames, s, prompt + s.target_tokens - 1)
+    used = used_params(model, ("fusion",))
     return Pair(Side(omni_step, used), Side(hf_step, params), s.batch * s.target_tokens, flops)

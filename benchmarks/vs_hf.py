@@ -58,6 +58,7 @@ class Row:
     analytic_gflop: float
     counted_gflop: dict[str, float]
     rates: dict[str, list[float]] = field(default_factory=lambda: {"omnifuse": [], "hf": []})
+    cpu_rates: dict[str, list[float]] = field(default_factory=lambda: {"omnifuse": [], "hf": []})
     gemm_gflops: list[float] = field(default_factory=list)
     others_cpu: list[float] = field(default_factory=list)
     mfu: dict[str, float] = field(default_factory=dict)
@@ -69,6 +70,13 @@ class Row:
     def ratio(self) -> float:
         """omnifuse / HF median throughput."""
         return self.median("omnifuse") / self.median("hf")
+
+    @property
+    def cpu_ratio(self) -> float:
+        """omnifuse / HF median work per CPU-second of this process (robust to other load)."""
+        return statistics.median(self.cpu_rates["omnifuse"]) / statistics.median(
+            self.cpu_rates["hf"]
+        )
 
 
 def check_params(group: str, omnifuse: int, hf: int, tolerance: float = PARAM_TOLERANCE) -> None:
@@ -103,10 +111,11 @@ def _busy_cpu_seconds() -> tuple[float, int]:
     """(CPU-seconds every core of the machine spent busy since boot, number of cores)."""
     with open("/proc/stat") as handle:
         lines = handle.read().splitlines()
-    fields = [float(x) for x in lines[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
+    # user nice system idle iowait irq softirq steal ...: busy = user..softirq minus idle/iowait
+    fields = [float(x) for x in lines[0].split()[1:8]]
+    busy = sum(fields) - fields[3] - fields[4]
     cores = sum(1 for line in lines if line.startswith("cpu") and line[3].isdigit())
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), cores
+    return busy / os.sysconf("SC_CLK_TCK"), cores
 
 
 def _own_cpu_seconds() -> float:
@@ -125,16 +134,19 @@ class OthersMeter:
     def stop(self) -> float:
         busy, _ = _busy_cpu_seconds()
         others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
-        return max(0.0, others) / (self.cores * (time.perf_counter() - self._wall))
+        share = others / (self.cores * (time.perf_counter() - self._wall))
+        return min(1.0, max(0.0, share))  # clock-tick granularity can overshoot short rounds
 
 
-def rate(step: Step, work: int, seconds: float) -> float:
-    """Work units per second of ``step`` run back to back for at least ``seconds`` (2 calls)."""
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < seconds:
+def rate(step: Step, work: int, seconds: float) -> tuple[float, float]:
+    """Work units per wall-clock second and per CPU-second of this process (all threads) of
+    ``step`` run back to back for at least ``seconds`` (and at least once)."""
+    calls, start, cpu = 0, time.perf_counter(), _own_cpu_seconds()
+    while calls < 1 or time.perf_counter() - start < seconds:
         step()
         calls += 1
-    return work * calls / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, _own_cpu_seconds() - cpu
+    return work * calls / wall, work * calls / cpu
 
 
 def counted_gflop(step: Step) -> float:
@@ -163,7 +175,9 @@ def measure(group: Group, rounds: int, seconds: float) -> Row:
         row.gemm_gflops.append(gemm_probe(group.dtype))
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for name in order:
-            row.rates[name].append(rate(sides[name], pair.work, seconds))
+            wall, cpu = rate(sides[name], pair.work, seconds)
+            row.rates[name].append(wall)
+            row.cpu_rates[name].append(cpu)
         row.others_cpu.append(meter.stop())
     peak = max(row.gemm_gflops) * 1e9
     for name in sides:
@@ -241,16 +255,17 @@ def table(rows: Sequence[Row]) -> list[str]:
     """Markdown table lines of ``rows``."""
     lines = [
         "| group | unit | params omnifuse / HF | omnifuse median (min-max) | HF median (min-max) "
-        "| ratio | MFU omnifuse / HF | GFLOP/step analytic (counted omnifuse / HF) "
-        "| GEMM GFLOP/s | others' CPU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio | ratio per CPU-s | MFU omnifuse / HF | GFLOP/step analytic (counted omnifuse "
+        "/ HF) | GEMM GFLOP/s | others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         counted = " / ".join(f"{r.counted_gflop[s]:.2f}" for s in ("omnifuse", "hf"))
         lines.append(
             f"| {r.group} | {r.unit} | {r.omnifuse_params / 1e6:.3f} M / {r.hf_params / 1e6:.3f} M "
-            f"| {r.median('omnifuse'):.1f} ({_range(r.rates['omnifuse'])}) "
-            f"| {r.median('hf'):.1f} ({_range(r.rates['hf'])}) | **{r.ratio:.2f}x** "
+            f"| {r.median('omnifuse'):.1f} ({_range(r.rates['omnifuse'], '.1f')}) "
+            f"| {r.median('hf'):.1f} ({_range(r.rates['hf'], '.1f')}) | **{r.ratio:.2f}x** "
+            f"| {r.cpu_ratio:.2f}x "
             f"| {r.mfu['omnifuse']:.0%} / {r.mfu['hf']:.0%} | {r.analytic_gflop:.2f} ({counted}) "
             f"| {_range(r.gemm_gflops)} | {_range([100 * x for x in r.others_cpu])} % |"
         )
@@ -307,7 +322,9 @@ def write_report(rows: Sequence[Row], args: argparse.Namespace, load: Sequence[f
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0, help="Per side and round.")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="Per side and round (at least one call)."
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="Run only groups whose name contains this.")
     parser.add_argument("--json", type=Path, help="Also write the rows as JSON here.")
@@ -324,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
                 rows.append(measure(group, args.rounds, args.seconds))
                 print(table(rows)[-1], flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=1))
+        summary = [asdict(r) | {"ratio": r.ratio, "cpu_ratio": r.cpu_ratio} for r in rows]
+        args.json.write_text(json.dumps(summary, indent=1))
     if not args.quick and not args.only:  # only a complete run replaces the published table
         write_report(rows, args, os.getloadavg())
     return rows
