@@ -110,10 +110,10 @@ def gemm_probe(dtype: torch.dtype, n: int = 1024, seconds: float = 0.15) -> floa
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up: first-call allocation and kernel selection
     count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
+    while count < 2 or time.perf_counter() - start < seconds:  # >= 2 products when starved
         a @ b
         count += 1
-    return 2 * n**3 * count / elapsed / 1e9
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def _busy_cpu_seconds() -> tuple[float, int]:
