@@ -156,3 +156,28 @@ def test_real_tiny_en_transcribes_a_flite_sentence(tiny_en_dir: Path, tmp_path: 
     eos = task.tokenizer.eos_id  # transformers drops a single row's final EOS; compare text ids
     assert [t for t in ours[0].tolist() if t != eos] == [t for t in theirs[0].tolist() if t != eos]
     assert len([t for t in ours[0].tolist() if t != eos]) > 5
+
+
+def test_input_window_logits_do_not_depend_on_the_batch(
+    tiny_whisper_asr: Path, media: dict[str, Callable[..., Path]]
+) -> None:
+    """With ``window: input`` cross-attention masks the padding: a clip's teacher-forced logits
+    (and so its loss) are the same alone and batched beside a longer clip."""
+    run = asr_run(tiny_whisper_asr)
+    model_config = run.model.model_copy(deep=True)
+    assert model_config.encoders.audio is not None
+    model_config.encoders.audio.window = "input"  # type: ignore[union-attr]
+    model, processors = build_model(model_config)
+    head = model.heads["asr"]
+    assert isinstance(head, WhisperDecoder) and head.mask_context
+    model.eval()
+    clips = [str(media["wav"](f"c{i}.wav", seconds=0.3 + 0.4 * i)) for i in (0, 1)]
+    ids = torch.tensor([head.tokenizer.encode_for_model(t, 6)[:6] for t in ("hi there", "go left")])
+    with torch.no_grad():
+        both = processors["audio"](clips)
+        together = head(model.features("asr", model.encode({"audio": both})), ids)
+        for i, clip in enumerate(clips):
+            one = processors["audio"]([clip])
+            assert one["features"].shape[1] < both["features"].shape[1] or i == 1
+            alone = head(model.features("asr", model.encode({"audio": one})), ids[i : i + 1])
+            torch.testing.assert_close(together[i], alone[0], atol=1e-5, rtol=0)

@@ -148,3 +148,23 @@ def test_packed_projection_follows_weight_updates() -> None:
     weight, bias = attn.packed_in_proj()
     torch.testing.assert_close(weight[16:32], attn.k_proj.weight)
     assert bias is not None and bias.shape == (48,)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_bf16_attention_runs_in_fp32_and_keeps_the_dtype(masked: bool) -> None:
+    from omnifuse.layers.attention import attend
+
+    q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")
+    mask = torch.rand(2, 1, 5, 5) > 0.3 if masked else None
+    if mask is not None:
+        mask[..., 0] = True  # every query keeps a key
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q, k, v, mask, 0.0)
+    assert out.dtype == torch.bfloat16
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=mask
+    )
+    # Only the final rounding to bf16 separates them: the products themselves ran in fp32.
+    assert torch.equal(out, reference.to(torch.bfloat16))
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16 and q.grad.abs().sum() > 0

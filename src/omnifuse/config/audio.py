@@ -94,6 +94,14 @@ class AudioHFConfig(StrictModel):
         description="Truncate longer clips; default (and maximum for Whisper): Whisper's 30 s "
         "window, 10 s for wav2vec2/HuBERT.",
     )
+    window: Literal["native", "input"] = Field(
+        default="native",
+        description="Whisper only. native: every clip padded to the model's 30 s window, "
+        "attended in full, as Whisper was trained. input: each clip at its own length (a "
+        "batch padded to its longest clip, an even frame count), the encoder's positions "
+        "sliced to it and padding masked out of encoder and decoder attention: ~10x less "
+        "work on 3-s clips.",
+    )
     freeze: bool = False
 
 

@@ -62,6 +62,14 @@ class DataConfig(StrictModel):
     )
     seed: int = Field(default=0, description="Seeds shuffling and augmentation per epoch/worker.")
     drop_last: bool = Field(default=False, description="Drop each worker's last partial batch.")
+    bucket_by_length: int = Field(
+        default=0,
+        ge=0,
+        description="Training split: batch samples of similar length (audio frames, text "
+        "tokens, video frames) to cut padding. Each worker sorts windows of this many batches "
+        "by length and shuffles the batch order; every sample still comes once per epoch. "
+        "0 = off (batches in shuffled stream order). ~50 is a good start.",
+    )
     augment: bool = Field(
         default=True,
         description="Run the processors in training mode (their augmentation) on the train split.",

@@ -60,8 +60,8 @@ def build_loader(
 ) -> StreamingLoader:
     """A :class:`StreamingLoader` over a manifest or shard dir with ``data``'s settings.
 
-    ``train`` turns on shuffling, augmentation (if ``data.augment``), ``drop_last`` and, under
-    DDP, equal batch counts per rank.
+    ``train`` turns on shuffling, augmentation (if ``data.augment``), ``drop_last``, length
+    bucketing (``data.bucket_by_length``) and, under DDP, equal batch counts per rank.
     """
     world = distributed.world_size() if world_size is None else world_size
     if data.cache_mb > 0:
@@ -82,6 +82,7 @@ def build_loader(
         drop_last=train and data.drop_last,
         policy=BadSamplePolicy(data.on_bad_sample, data.max_bad_fraction),
         even=train and world > 1,
+        bucket=data.bucket_by_length if train else 0,
     )
     return StreamingLoader(dataset, data.num_workers, rank, world_size, data.pin_memory)
 

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from omnifuse import distributed
+from omnifuse.data.bucketing import bucket_batches, sample_length, split_position, windows
 from omnifuse.data.collate import LoadedSample, collate_samples
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
@@ -113,6 +114,8 @@ class StreamingDataset(IterableDataset[Item]):
         policy: What to do with samples that cannot be loaded.
         even: Truncate every slot to the smallest slot's size, so all ranks produce the same
             number of batches (needed by DDP training).
+        bucket: Length-bucketed batches from windows of this many batches (see
+            :mod:`omnifuse.data.bucketing`); 0: batches in stream order.
     """
 
     def __init__(
@@ -127,9 +130,12 @@ class StreamingDataset(IterableDataset[Item]):
         drop_last: bool = False,
         policy: BadSamplePolicy | None = None,
         even: bool = False,
+        bucket: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
+        if bucket < 0:
+            raise ValueError(f"bucket={bucket} must be 0 (off) or a number of batches")
         self.source = source
         self.decoder = decoder
         self.batch_size = batch_size
@@ -139,6 +145,7 @@ class StreamingDataset(IterableDataset[Item]):
         self.drop_last = drop_last
         self.policy = policy or BadSamplePolicy()
         self.even = even
+        self.bucket = bucket
         self.plan = EpochPlan(epoch=0)
 
     # --- planning (pure functions of the source sizes) -------------------------------------
@@ -170,7 +177,15 @@ class StreamingDataset(IterableDataset[Item]):
         """Batches left in ``plan``'s epoch after the workers' ``starts``."""
         n = plan.num_workers
         counts = self.slot_counts(plan.world_size * n)[plan.rank * n : (plan.rank + 1) * n]
-        return sum(self._batches(max(0, c - s)) for c, s in zip(counts, plan.starts, strict=True))
+        return sum(self._remaining(c, s) for c, s in zip(counts, plan.starts, strict=True))
+
+    def _remaining(self, count: int, start: int) -> int:
+        """Batches a slot of ``count`` samples has left after worker position ``start``."""
+        if self.bucket == 0:
+            return self._batches(max(0, count - start))
+        begin, done = split_position(start, self.bucket * self.batch_size)
+        # Windows hold whole batches, so the batches from ``begin`` on are those of the rest.
+        return max(0, self._batches(max(0, count - begin)) - done)
 
     def slot_stream(self, epoch: int, slot: int, num_slots: int) -> Iterator[RawSample]:
         """The raw samples slot ``slot`` reads in ``epoch``, in order."""
@@ -208,7 +223,10 @@ class StreamingDataset(IterableDataset[Item]):
         logical = (physical + plan.rotation) % workers
         slot = plan.rank * workers + logical
         stream = self.slot_stream(plan.epoch, slot, plan.world_size * workers)
-        yield from self._batches_of(plan, logical, slot, stream)
+        if self.bucket > 0:
+            yield from self._bucketed_batches_of(plan, logical, slot, stream)
+        else:
+            yield from self._batches_of(plan, logical, slot, stream)
 
     def _batches_of(
         self, plan: EpochPlan, worker: int, slot: int, stream: Iterator[RawSample]
@@ -231,6 +249,56 @@ class StreamingDataset(IterableDataset[Item]):
             meta = _meta(worker, position)
         meta["final"] = True
         yield None, meta
+
+    def _bucketed_batches_of(
+        self, plan: EpochPlan, worker: int, slot: int, stream: Iterator[RawSample]
+    ) -> Iterator[Item]:
+        """Like :meth:`_batches_of`, one window of ``bucket`` batches at a time, each window's
+        batches grouped by sample length (:mod:`omnifuse.data.bucketing`)."""
+        window = self.bucket * self.batch_size
+        start, done = split_position(plan.starts[worker], window)
+        meta: Meta = _meta(worker, start)
+        for chunk in windows(islice(stream, start, None), window):
+            loaded = self._load_window(chunk, plan.epoch, slot, start, meta)
+            if done:  # a resumed window: its samples were counted before the checkpoint
+                meta = _meta(worker, start)
+            batches = self._window_batches(loaded, plan.epoch, slot, start)
+            for index, members in enumerate(batches):
+                # After a window's last batch the position is the next window's start, so a
+                # resume there decodes nothing twice.
+                last = index == len(batches) - 1
+                meta["position"] = start + len(chunk) if last else start + index + 1
+                if index >= done:
+                    yield self._collate([loaded[i] for i in members]), meta
+                    meta = _meta(worker, meta["position"])
+            start, done = start + len(chunk), 0
+            meta["position"] = start
+        meta["final"] = True
+        yield None, meta
+
+    def _load_window(
+        self, chunk: list[RawSample], epoch: int, slot: int, start: int, meta: Meta
+    ) -> list[LoadedSample]:
+        """Decode one window (stream positions ``start + 1 ...`` seed augmentation, as in
+        :meth:`_batches_of`); bad samples are counted in ``meta`` and left out."""
+        loaded = []
+        for offset, raw in enumerate(chunk):
+            sample = self._load(raw, sample_seed(self.seed, epoch, slot, start + offset + 1), meta)
+            meta["seen"] += 1
+            if sample is not None:
+                loaded.append(sample)
+        return loaded
+
+    def _window_batches(
+        self, loaded: list[LoadedSample], epoch: int, slot: int, start: int
+    ) -> list[list[int]]:
+        """The window's batches (indices into ``loaded``), in yield order."""
+        rng = _rng(self.seed, epoch, slot, "bucket", start) if self.shuffle else None
+        lengths = [sample_length(s.inputs, self.decoder.processors) for s in loaded]
+        batches = bucket_batches(lengths, self.batch_size, rng)
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return batches
 
     def _load(self, raw: RawSample, seed: int, meta: Meta) -> LoadedSample | None:
         try:

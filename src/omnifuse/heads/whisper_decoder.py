@@ -3,8 +3,10 @@
 Loads the decoder, its LM projection (tied to the token embedding), its tokenizer and its
 generation settings (start / no-timestamps / end ids, suppressed ids) from one local HF Whisper
 directory, e.g. the output of ``omnifuse convert whisper-ct2``. It cross-attends to the tokens
-of the audio ``hf`` encoder built from the same directory, over the whole 30 s window as Whisper
-was trained (the context mask is not used).
+of the audio ``hf`` encoder built from the same directory: with that encoder's ``window:
+native``, over the whole 30 s window as Whisper was trained (the context mask is not used); with
+``window: input``, over the batch's positions with the padding masked out, so a clip's
+transcript does not depend on what it is batched with.
 
 It speaks the step-wise decoder protocol of :mod:`omnifuse.heads.decoding`
 (``bos_id``/``eos_id``/``pad_id``/``max_length``, ``new_cache``/``step``/``reorder_cache``)
@@ -24,8 +26,10 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor, nn
 
+from omnifuse.config.audio import AudioHFConfig
 from omnifuse.config.heads import WhisperDecoderConfig
 from omnifuse.heads.decoding import DecodingOptions, decode
+from omnifuse.modalities.audio.adapters import padding_bias
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.modalities.hf import copy_hf_assets, load_hf_model, read_json_file
 from omnifuse.modalities.text import TextTokenizer
@@ -107,18 +111,28 @@ class WhisperDecoder(nn.Module):
             checkpoint's positions minus the prompt).
         pretrained: load the directory's weights; False: its architecture only (the weights
             then come from an omnifuse checkpoint, e.g. from the copy ``save_assets`` wrote).
+        mask_context: mask the context's padding out of cross-attention (for an encoder with
+            ``window: input``); False attends to every context position.
     """
 
     prompt_rest: Tensor
     suppress: Tensor
     suppress_begin: Tensor
 
-    def __init__(self, path: Path, max_length: int, pretrained: bool = True) -> None:
+    def __init__(
+        self, path: Path, max_length: int, pretrained: bool = True, mask_context: bool = False
+    ) -> None:
         super().__init__()
         self.source = path
         whisper = load_hf_model(path, pretrained, "WhisperForConditionalGeneration")
         # Unannotated in transformers.
         self.decoder: nn.Module = whisper.get_decoder()  # type: ignore[no-untyped-call]
+        self.mask_context = mask_context
+        self._context_bias: Tensor | None = None
+        # transformers' WhisperDecoder.forward hands its layers encoder_attention_mask=None;
+        # a pre-hook on each layer supplies the context's padding bias instead.
+        for layer in cast(Any, self.decoder).layers:
+            layer.register_forward_pre_hook(self._inject_context_bias, with_kwargs=True)
         self.proj_out: nn.Module = whisper.get_output_embeddings()  # type: ignore[no-untyped-call]
         # proj_out is tied to decoder.embed_tokens, as in the checkpoint.
         self.config = whisper.config
@@ -160,14 +174,26 @@ class WhisperDecoder(nn.Module):
     ) -> Tensor:
         """Hidden ids ``[B, L]`` (prompt included, or only new ones with a cache) -> logits
         ``[B, L, V]``."""
-        out = self.decoder(
-            input_ids=ids,
-            encoder_hidden_states=context.tokens,
-            cache=cache,
-            use_cache=cache is not None,
-        )
+        if self.mask_context:
+            self._context_bias = padding_bias(context.mask, context.tokens.dtype)
+        try:
+            out = self.decoder(
+                input_ids=ids,
+                encoder_hidden_states=context.tokens,
+                cache=cache,
+                use_cache=cache is not None,
+            )
+        finally:
+            self._context_bias = None
         logits: Tensor = self.proj_out(out.last_hidden_state)
         return logits
+
+    def _inject_context_bias(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Forward pre-hook of every decoder layer: cross-attention gets the context bias
+        ``[B, 1, 1, P]`` of the current :meth:`_run` (None: attend everywhere)."""
+        return args, {**kwargs, "encoder_attention_mask": self._context_bias}
 
     def forward(
         self,
@@ -240,8 +266,12 @@ def _id_mask(ids: Sequence[int], vocab: int) -> Tensor:
     context=True,
 )
 def build_whisper_decoder(config: WhisperDecoderConfig, context: HeadContext) -> nn.Module:
-    """Registry builder: everything comes from ``config.path``; the source width must match."""
-    head = WhisperDecoder(Path(config.path), config.max_length, context.pretrained)
+    """Registry builder: everything comes from ``config.path``; the source width must match.
+    Cross-attention masks the context's padding when the source encoder has ``window: input``
+    (the encoder config is the one place that says so)."""
+    source = getattr(context.model.encoders, config.source, None)
+    mask_context = isinstance(source, AudioHFConfig) and source.window == "input"
+    head = WhisperDecoder(Path(config.path), config.max_length, context.pretrained, mask_context)
     width = int(head.config.d_model)
     if context.in_dim != width:
         raise ValueError(

@@ -106,7 +106,9 @@ def val_loader(stream: Stream, world_size: int) -> StreamingLoader:
     module.setup()
     if stream.data.val is None:
         raise ValueError(f"{stream.name}.val is not set")
-    data = stream.data.model_copy(update={"shuffle": False, "augment": False, "drop_last": False})
+    data = stream.data.model_copy(
+        update={"shuffle": False, "augment": False, "drop_last": False, "bucket_by_length": 0}
+    )
     return build_loader(
         stream.data.val,
         module.processors,

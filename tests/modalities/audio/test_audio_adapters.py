@@ -130,3 +130,75 @@ def test_gradient_checkpointing_keeps_outputs(tiny_hf_towers: dict[str, Path]) -
     checkpointed = encoder(batch).pooled
     torch.testing.assert_close(plain, checkpointed)
     checkpointed.sum().backward()
+
+
+def sliced_reference(encoder: tf.WhisperModel, features: torch.Tensor) -> torch.Tensor:
+    """transformers' own encoder modules at the features' length: ``[B, n_mels, T]`` ->
+    ``[B, ceil(T / 2), D]``, positions sliced (``WhisperEncoder.forward`` minus its length
+    check)."""
+    enc = encoder.encoder
+    x = torch.nn.functional.gelu(enc.conv1(features))
+    x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+    x = x + enc.embed_positions.weight[: x.shape[1]]
+    for layer in enc.layers:
+        x = layer(x, None)
+    return enc.layer_norm(x)
+
+
+def test_input_window_features_are_the_native_window_cut_short(
+    tiny_hf_towers: dict[str, Path],
+) -> None:
+    """Every frame of a ``window: input`` batch equals the native window's frame, padding too."""
+    path = tiny_hf_towers["whisper"]
+    _, native = build(path)
+    _, short = build(path, window="input")
+    raws = [(a, 16_000) for a in clips()]
+    full, cut = native(raws), short(raws)
+    # 12,000 samples = 75 valid frames + 3 (two read by the convolutions, one of silence) = 78.
+    assert cut["features"].shape == (2, 78, 16) and full["features"].shape == (2, 100, 16)
+    torch.testing.assert_close(cut["features"], full["features"][:, :78], atol=0, rtol=0)
+    assert cut["mask"].tolist() == full["mask"][:, :78].tolist()
+    # An odd longest clip is padded to an even frame count: 4,000 samples -> 25 + 3 = 28 frames;
+    # 4,160 -> 26 + 3 = 29 -> 30.
+    assert short([(clips()[1][:4_160], 16_000)])["features"].shape[1] == 30
+
+
+def test_input_window_encoder_matches_sliced_transformers(tiny_hf_towers: dict[str, Path]) -> None:
+    path = tiny_hf_towers["whisper"]
+    encoder, processor = build(path, window="input")
+    assert isinstance(encoder, WhisperHFEncoder) and encoder.window == "input"
+    batch = processor([(clips()[1], 16_000)])
+    whole = {"features": batch["features"], "mask": torch.ones(batch["mask"].shape, dtype=bool)}
+    with torch.no_grad():
+        ours = encoder.eval()(whole)
+        theirs = sliced_reference(
+            tf.WhisperModel.from_pretrained(path).eval(), batch["features"].transpose(1, 2)
+        )
+    assert ours.tokens.shape == (1, 39, 32)
+    torch.testing.assert_close(ours.tokens, theirs, atol=ATOL, rtol=0)
+
+
+def test_input_window_tokens_do_not_depend_on_the_batch(tiny_hf_towers: dict[str, Path]) -> None:
+    """A clip's valid tokens are the same alone and padded beside a longer clip (masked)."""
+    encoder, processor = build(tiny_hf_towers["whisper"], window="input")
+    encoder.eval()
+    raws = [(a, 16_000) for a in clips()]
+    with torch.no_grad():
+        together = encoder(processor(raws))
+        alone = [encoder(processor([raw])) for raw in raws]
+    assert together.mask.sum(1).tolist() == [13, 38] and together.tokens.shape[1] == 39
+    for i, single in enumerate(alone):
+        n = int(single.mask.sum())
+        torch.testing.assert_close(together.tokens[i, :n], single.tokens[0, :n], atol=ATOL, rtol=0)
+        torch.testing.assert_close(together.pooled[i], single.pooled[0], atol=ATOL, rtol=0)
+
+
+def test_input_window_refuses_audio_beyond_the_positions(tiny_hf_towers: dict[str, Path]) -> None:
+    encoder, _ = build(tiny_hf_towers["whisper"], window="input")
+    too_long = {"features": torch.zeros(1, 102, 16)}
+    with pytest.raises(
+        ValueError, match="102 log-mel frames exceeds this Whisper's max_source_positions=50"
+    ):
+        encoder(too_long)
+    with pytest.raises(ValueError, match="window='input' applies to Whisper only"):
+        build(tiny_hf_towers["wav2vec2"], window="input")
