@@ -12,6 +12,7 @@ task. Quick mode (CI) converts the same model but does not train: it scores zero
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ def run_speech(out_dir: Path, data_dir: Path, quick: bool) -> SpeechResult:
         how = "quick: zero-shot (no fine-tuning), native 30-s window"
         command = f"(quick mode runs no training; the full demo runs: {command})"
     rows = read_rows(manifests["val"])[: plan.eval_samples]
-    texts = transcribe(pipe, [str(Path(r["audio"])) for r in rows], plan.batch_size)
+    clips = [str(manifests["val"].parent / r["audio"]) for r in rows]
+    texts = transcribe(pipe, clips, plan.batch_size)
     scores = speech_metrics(texts, [r["transcript"] for r in rows])
     task = {
         "type": "captioning",
@@ -98,13 +100,14 @@ def convert_tiny_en(directory: Path) -> Path:
 
 
 def speech_manifest(data_dir: Path, split: str, out: Path) -> Path:
-    """The rows of ``split`` that have a clip and its transcript, with absolute audio paths
-    (ShapesWorld leaves out some samples' audio)."""
+    """The rows of ``split`` that have a clip and its transcript (ShapesWorld leaves out some
+    samples' audio), written into ``out`` with audio paths relative to it (manifests take
+    relative paths; they lead out of ``out``, hence ``data.allow_outside_root``)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {
             "id": r["id"],
-            "audio": str((data_dir / r["audio"]).resolve()),
+            "audio": os.path.relpath((data_dir / r["audio"]).resolve(), out.resolve()),
             "transcript": r["transcript"],
         }
         for r in read_rows(data_dir / f"{split}.jsonl")
