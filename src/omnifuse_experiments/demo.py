@@ -36,6 +36,7 @@ from omnifuse.data.corpus import write_corpus
 from omnifuse.datasets import make, shapesworld
 from omnifuse_experiments.configs import config_path
 from omnifuse_experiments.demo_report import Row, metric_rows, write_report
+from omnifuse_experiments.demo_speech import SpeechResult, run_speech
 
 CORPUS_FIELDS = ("captions", "question", "transcript", "video_caption")
 """Manifest fields whose texts train the demo's word-piece tokenizer."""
@@ -168,7 +169,9 @@ def run_demo(out_dir: Path, quick: bool = False, threads: int = 1) -> dict[str, 
     pretrain(run)
     finetune(run)
     train_judge(run)
+    speech = speech_stage(run)
     report = evaluate_run(run)
+    report["tasks"]["asr"] = speech.task  # the report's speech row is the speech stage's
     run.rows = metric_rows(report["tasks"])
     total = time.perf_counter() - start
     path = write_report(out_dir / "report.md", run.rows, run.stages, run.plots, total, quick)
@@ -261,6 +264,14 @@ def train_judge(run: DemoRun) -> None:
     """The separately trained video classifier that judges generated clips (real clips only)."""
     overrides = [*data_overrides(run), f"training.max_steps={run.plan.judge_steps}"]
     train_stage(run, "judge", JUDGE, overrides, shrink=False)
+
+
+def speech_stage(run: DemoRun) -> SpeechResult:
+    """Speech recognition by the pretrained Whisper tiny.en (:mod:`demo_speech`)."""
+    with run.stage("speech") as stage:
+        result = run_speech(run.out_dir / "speech", run.data_dir, quick=run.plan.shrink)
+        stage.command, stage.note = result.command, result.note
+    return result
 
 
 def data_overrides(run: DemoRun) -> list[str]:

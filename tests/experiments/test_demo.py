@@ -59,14 +59,15 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         assert row[3] != NOT_MEASURED and math.isfinite(float(row[3])), row
     assert re.search(r"^Targets met: \d+ of 9\.", report, re.M)
     model, processors, config = omnifuse.load(out / "finetune" / "model")
-    assert {"topic", "shape", "speller", "answer", "generator"} <= set(model.heads)
+    assert {"topic", "shape", "answer", "generator"} <= set(model.heads)
+    assert "speller" not in model.heads  # speech is the Whisper stage's (demo_speech)
     assert set(processors) == {"audio", "image", "text", "video"}
     assert config.name == "demo-finetune"
     plots = re.findall(r"- \[[^\]]+\]\(([^)]+)\)", report)
     assert plots, "the report lists no plots"
     for plot in plots:
         assert (out / plot).is_file(), plot
-    for stage in ("data", "check", "pretrain", "finetune", "judge", "evaluate"):
+    for stage in ("data", "check", "pretrain", "finetune", "judge", "speech", "evaluate"):
         assert re.search(rf"^\| {stage} \| \d+\.\d \|", report, re.M), stage
     assert f"omnifuse train {config_path('demo-finetune')}" in report
     assert f"--judge {out / 'judge'}" in report

@@ -116,3 +116,37 @@ def test_speech_section_reports_whisper_per_voice_family() -> None:
     text = section(results)
     assert "| **Whisper tiny.en fine-tuned** | WER, flite (2 utt.) | 0.030 |" in text
     assert "flite: zero-shot 0.100, fine-tuned 0.030, pocketsphinx 0.100" in text
+
+
+def test_speech_section_without_ours_reports_beam_and_greedy() -> None:
+    from omnifuse_experiments.recipes.speech import section
+
+    def wer(**groups: float) -> dict[str, dict[str, float]]:
+        return {g: {"wer": v, "cer": v / 2, "utterances": 2.0} for g, v in groups.items()}
+
+    results = {
+        "samples": {"train": 8, "test": 4},
+        "pocketsphinx": wer(all=0.5, flite=0.1),
+        "whisper_zero_shot": wer(all=0.2, flite=0.1),
+        "whisper_zero_shot_beam": wer(all=0.19, flite=0.09),
+        "whisper_fine_tuned": wer(all=0.04, flite=0.03),
+        "whisper_fine_tuned_beam": wer(all=0.035, flite=0.02),
+        "examples": [
+            {
+                "reference": "a b",
+                "voice": "flite:rms",
+                "pocketsphinx": "a",
+                "whisper_fine_tuned": "a b",
+            }
+        ],
+        "whisper_steps": 1,
+        "timing": {},
+    }
+    text = section(results)
+    assert "left out of this run" in text and "Ours beats" not in text
+    assert "| **Whisper tiny.en fine-tuned, beam 4** | WER, flite (2 utt.) | 0.020 |" in text
+    assert (
+        "flite: zero-shot 0.100, zero-shot beam 0.090, fine-tuned 0.030, "
+        "fine-tuned beam 0.020, pocketsphinx 0.100" in text
+    )
+    assert "ref: a b | pocketsphinx: a | Whisper: a b" in text
