@@ -92,3 +92,41 @@ def test_built_from_the_config_field() -> None:
         {"multitask": {"gradient": "pcgrad", "tasks_per_step": "all"}}
     )
     assert isinstance(build_gradient_strategy(pcgrad), PCGrad)
+
+
+class SharedTrunkContext(ToyContext):
+    """A shared trunk ``z = 2 w`` computed once per step (like a shared encoder pass) and one
+    head per task: ``L_t = g_t . z + h_t``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = {t: nn.Parameter(torch.zeros(())) for t in TASK_GRADS}
+
+    def forward_tasks(
+        self, batch: StepBatch, tasks: Sequence[str]
+    ) -> tuple[Outputs, dict[str, Tensor]]:
+        trunk = 2 * self.w  # one graph node every task's loss backpropagates through
+        outputs = {t: {"loss": TASK_GRADS[t] @ trunk + 3.0 * self.heads[t]} for t in tasks}
+        return outputs, {t: out["loss"] for t, out in outputs.items()}
+
+
+def test_pcgrad_through_a_shared_pass_projects_the_trunk_and_not_the_heads() -> None:
+    context, strategy = SharedTrunkContext(), PCGrad(seed=0)
+    params = [context.w, context.heads["a"], context.heads["b"]]
+    batch: StepBatch = {"tasks": ["a", "b"], "batches": {}, "stream_of": {}, "samples": 0}
+    assert strategy.backward_batch(context, batch, params).bad == []
+    strategy.combine(params, 1)
+    # d L_t / d w = 2 g_t: the by-hand projection above, doubled; each head: its own 3.0
+    assert context.w.grad is not None
+    torch.testing.assert_close(context.w.grad, torch.tensor([1.0, 3.0]), atol=1e-6, rtol=0)
+    for head in context.heads.values():
+        assert head.grad is not None and float(head.grad) == 3.0
+
+
+def test_pcgrad_leaves_a_parameter_no_task_touched_without_gradient() -> None:
+    context, strategy = ToyContext(), PCGrad(seed=0)
+    unused = nn.Parameter(torch.ones(3))
+    batch: StepBatch = {"tasks": ["a", "b"], "batches": {}, "stream_of": {}, "samples": 0}
+    strategy.backward_batch(context, batch, [context.w, unused])
+    strategy.combine([context.w, unused], 1)
+    assert unused.grad is None  # as with joint backward: AdamW skips it (no decay from zeros)
