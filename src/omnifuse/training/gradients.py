@@ -168,10 +168,8 @@ class PCGrad(GradientStrategy):
             if grad is None:
                 continue
             slot = self._grads.setdefault(n, {})
-            if task in slot:
-                slot[task].add_(grad)
-            else:
-                slot[task] = grad  # autograd's own fresh tensor: no copy
+            # Out of place: autograd may hand one tensor to several parameters (``a + b``).
+            slot[task] = slot[task] + grad if task in slot else grad
 
     def combine(self, params: Sequence[nn.Parameter], batches: int) -> None:
         """Write PCGrad's combination of the window's per-task gradients into ``.grad``."""
@@ -183,12 +181,27 @@ class PCGrad(GradientStrategy):
             # mean of per-rank PCGrads, so it equals single-process PCGrad on the global batch.
             grads = all_reduce_mean(grads, tasks, params)
         generator = torch.Generator().manual_seed(sample_seed(self.seed, "pcgrad", batches))
-        for p, grad in zip(params, surgery(grads, tasks, generator), strict=True):
+        for p, grad in zip(params, owned(surgery(grads, tasks, generator)), strict=True):
             p.grad = None if grad is None else grad.to(p.dtype)
 
     def reset(self) -> None:
         """Forget the window's per-task gradients."""
         self._grads, self._tasks = {}, set()
+
+
+def owned(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
+    """``grads`` made safe to become ``.grad`` (which averaging and clipping scale in place):
+    a copy of a broadcast view (autograd returns ``d sum(w) / d w`` as an expanded scalar) and
+    of a tensor already given to another parameter; every other gradient as it is."""
+    seen: set[int] = set()
+    out: list[Tensor | None] = []
+    for grad in grads:
+        if grad is not None and (not grad.is_contiguous() or grad.data_ptr() in seen):
+            grad = grad.contiguous().clone()
+        if grad is not None:
+            seen.add(grad.data_ptr())
+        out.append(grad)
+    return out
 
 
 def all_reduce_mean(
