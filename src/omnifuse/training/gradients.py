@@ -197,7 +197,7 @@ def owned(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
     out: list[Tensor | None] = []
     for grad in grads:
         if grad is not None and (not grad.is_contiguous() or grad.data_ptr() in seen):
-            grad = grad.contiguous().clone()
+            grad = grad.clone(memory_format=torch.contiguous_format)
         if grad is not None:
             seen.add(grad.data_ptr())
         out.append(grad)
