@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -92,3 +93,76 @@ def test_built_from_the_config_field() -> None:
         {"multitask": {"gradient": "pcgrad", "tasks_per_step": "all"}}
     )
     assert isinstance(build_gradient_strategy(pcgrad), PCGrad)
+
+
+class SharedTrunkContext(ToyContext):
+    """A shared trunk ``z = 2 w`` computed once per step (like a shared encoder pass) and one
+    head per task: ``L_t = g_t . z + h_t``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = {t: nn.Parameter(torch.zeros(())) for t in TASK_GRADS}
+
+    def forward_tasks(
+        self, batch: StepBatch, tasks: Sequence[str]
+    ) -> tuple[Outputs, dict[str, Tensor]]:
+        trunk = 2 * self.w  # one graph node every task's loss backpropagates through
+        outputs = {t: {"loss": TASK_GRADS[t] @ trunk + 3.0 * self.heads[t]} for t in tasks}
+        return outputs, {t: out["loss"] for t, out in outputs.items()}
+
+
+def test_pcgrad_through_a_shared_pass_projects_the_trunk_and_not_the_heads() -> None:
+    context, strategy = SharedTrunkContext(), PCGrad(seed=0)
+    params = [context.w, context.heads["a"], context.heads["b"]]
+    batch: StepBatch = {"tasks": ["a", "b"], "batches": {}, "stream_of": {}, "samples": 0}
+    assert strategy.backward_batch(context, batch, params).bad == []
+    strategy.combine(params, 1)
+    # d L_t / d w = 2 g_t: the by-hand projection above, doubled; each head: its own 3.0
+    assert context.w.grad is not None
+    torch.testing.assert_close(context.w.grad, torch.tensor([1.0, 3.0]), atol=1e-6, rtol=0)
+    for head in context.heads.values():
+        assert head.grad is not None and float(head.grad) == 3.0
+
+
+def test_pcgrad_leaves_a_parameter_no_task_touched_without_gradient() -> None:
+    context, strategy = ToyContext(), PCGrad(seed=0)
+    unused = nn.Parameter(torch.ones(3))
+    batch: StepBatch = {"tasks": ["a", "b"], "batches": {}, "stream_of": {}, "samples": 0}
+    strategy.backward_batch(context, batch, [context.w, unused])
+    strategy.combine([context.w, unused], 1)
+    assert unused.grad is None  # as with joint backward: AdamW skips it (no decay from zeros)
+
+
+class AliasedGradsContext(ToyContext):
+    """Task ``a`` reads ``u + v`` (autograd hands both the same gradient tensor) and ``c.sum()``
+    (a broadcast view); task ``b`` reads ``w``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.u, self.v, self.c = (nn.Parameter(torch.zeros(2)) for _ in range(3))
+
+    def forward_tasks(
+        self, batch: StepBatch, tasks: Sequence[str]
+    ) -> tuple[Outputs, dict[str, Tensor]]:
+        losses = {
+            "a": ((self.u + self.v) * torch.tensor([1.0, 2.0])).sum() + self.c.sum(),
+            "b": TASK_GRADS["b"] @ self.w,
+        }
+        outputs = {t: {"loss": losses[t]} for t in tasks}
+        return outputs, {t: out["loss"] for t, out in outputs.items()}
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_pcgrad_gradients_can_be_scaled_in_place_independently(batches: int) -> None:
+    context, strategy = AliasedGradsContext(), PCGrad(seed=0)
+    params = [context.w, context.u, context.v, context.c]
+    batch: StepBatch = {"tasks": ["a", "b"], "batches": {}, "stream_of": {}, "samples": 0}
+    for _ in range(batches):
+        strategy.backward_batch(context, batch, params)
+    strategy.combine(params, batches)
+    for p in params:  # what averaging and clipping do
+        assert p.grad is not None
+        p.grad.mul_(0.5)
+    torch.testing.assert_close(context.u.grad, batches * torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(context.v.grad, batches * torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(context.c.grad, batches * torch.tensor([0.5, 0.5]))

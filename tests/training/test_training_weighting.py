@@ -72,9 +72,72 @@ def test_pcgrad_leaves_agreeing_gradients_alone() -> None:
     assert pcgrad(grads).tolist() == pytest.approx(grads.sum(0).tolist())
 
 
+def reference_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """PCGrad as the paper writes it, in parameter space: ``[T, P]`` -> ``[P]``."""
+    original = grads.double()
+    projected = original.clone()
+    sq_norms = (original * original).sum(dim=1)
+    for i in range(grads.shape[0]):
+        for j in torch.randperm(grads.shape[0], generator=generator).tolist():
+            if j != i and sq_norms[j] != 0:
+                dot = projected[i] @ original[j]
+                if dot < 0:
+                    projected[i] -= (dot / sq_norms[j]) * original[j]
+    return projected.sum(dim=0)
+
+
+def conflicting_grads(tasks: int, values: int, seed: int = 0) -> torch.Tensor:
+    """``[T, P]`` random float64 gradients, most pairs conflicting (a shared negative drift)."""
+    generator = torch.Generator().manual_seed(seed)
+    grads = torch.randn(tasks, values, generator=generator, dtype=torch.float64)
+    grads[1::2] -= 0.8 * grads[0]  # odd tasks pull against task 0
+    return grads
+
+
+def test_pcgrad_equals_the_reference_projection() -> None:
+    grads = conflicting_grads(5, 40)
+    dots = grads @ grads.T
+    assert int((dots < 0).sum()) >= 4  # the case exercises projections, not a plain sum
+    expected = reference_pcgrad(grads, torch.Generator().manual_seed(3))
+    actual = pcgrad(grads, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(actual, expected, atol=1e-10, rtol=0)
+    assert not torch.allclose(actual, grads.sum(0))
+
+
 def test_surgery_only_touches_shared_parameters() -> None:
     # parameters: shared (2 values), head_a (1 value), head_b (1 value)
-    grads = torch.tensor([[1.0, 0.0, 3.0, 0.0], [-1.0, 1.0, 0.0, 5.0]])
-    used = torch.tensor([[True, True, False], [True, False, True]])
-    combined = surgery(grads, used, [2, 1, 1])
-    assert combined.tolist() == pytest.approx([0.5, 1.5, 3.0, 5.0])
+    head_a, head_b = torch.tensor([3.0]), torch.tensor([5.0])
+    grads = [
+        {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([-1.0, 1.0])},
+        {"a": head_a},
+        {"b": head_b},
+        {},  # no task touched it
+    ]
+    combined = surgery(grads, ["a", "b"])
+    shared = combined[0]
+    assert shared is not None and shared.tolist() == pytest.approx([0.5, 1.5])
+    assert combined[1] is head_a and combined[2] is head_b  # a task's own gradient, not a copy
+    assert combined[3] is None
+
+
+def test_surgery_equals_the_reference_on_the_shared_block() -> None:
+    """Shared parameters (used by several tasks, some by a subset) get the reference projection
+    of their flat block; task-only parameters keep their gradient exactly."""
+    tasks = ["a", "b", "c", "d"]
+    sizes = [6, 3, 4, 2, 5]  # encoder.w, encoder.b, fusion (a, b, c), head_a, head_d
+    users = [tasks, tasks, ["a", "b", "c"], ["a"], ["d"]]
+    flat = conflicting_grads(len(tasks), sum(sizes), seed=1).float()
+    offsets = [sum(sizes[:n]) for n in range(len(sizes))]
+    grads: list[dict[str, torch.Tensor]] = []
+    for n, size in enumerate(sizes):
+        rows = flat[:, offsets[n] : offsets[n] + size]
+        grads.append({t: rows[tasks.index(t)].clone() for t in users[n]})
+        for k, t in enumerate(tasks):  # the reference's flat rows: zero where a task has none
+            if t not in users[n]:
+                flat[k, offsets[n] : offsets[n] + size] = 0
+    shared = torch.cat([torch.full((s,), len(u) >= 2) for s, u in zip(sizes, users, strict=True)])
+    expected = reference_pcgrad(flat[:, shared], torch.Generator().manual_seed(7)).float()
+    combined = surgery(grads, tasks, torch.Generator().manual_seed(7))
+    got = torch.cat([g.reshape(-1) for g in combined if g is not None])
+    torch.testing.assert_close(got[shared], expected, atol=1e-6, rtol=1e-6)
+    assert combined[3] is grads[3]["a"] and combined[4] is grads[4]["d"]

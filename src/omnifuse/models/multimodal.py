@@ -6,9 +6,11 @@ it never computes a loss — tasks and objectives do that.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from omnifuse.config.base import FUSED
@@ -31,6 +33,49 @@ class ModelOutput:
     encoded: dict[str, EncoderOutput]
     fused: FusedOutput
     heads: dict[str, Tensor] = field(default_factory=dict)
+
+
+class EncodingCache:
+    """Encoder outputs memoised by the identity of their input tensors (one training step).
+
+    Tasks of a multi-task step that read the same batch feed the encoders the *same* tensors;
+    with the cache they share one encoder pass per modality and its autograd graph, so a
+    backward sums every task's gradient through that one pass. A task that changed its inputs
+    (masked tokens, a subset of rows, an added ``token_mask``) holds new tensors and misses.
+
+    Each entry keeps its input tensors alive, so no other tensor can reuse their ``id`` while
+    the cache lives; the grad mode and train/eval mode are part of the key.
+
+    Attributes:
+        hits: Encoder passes saved.
+        misses: Encoder passes run.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ...], tuple[Mapping[str, Tensor], EncoderOutput]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(modality: str, inputs: Mapping[str, Tensor], training: bool) -> tuple[object, ...]:
+        """What identifies one encoder pass: modality, modes and the input tensors' identity."""
+        tensors = tuple((name, id(value)) for name, value in sorted(inputs.items()))
+        return (modality, training, torch.is_grad_enabled(), tensors)
+
+    def get(self, key: tuple[object, ...]) -> EncoderOutput | None:
+        """The output stored under ``key`` (counted as a hit), or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self.hits += 1
+        return entry[1]
+
+    def put(
+        self, key: tuple[object, ...], inputs: Mapping[str, Tensor], out: EncoderOutput
+    ) -> None:
+        """Store ``out`` for ``inputs`` (counted as a miss: the encoder ran)."""
+        self.misses += 1
+        self._entries[key] = (dict(inputs), out)
 
 
 class MultimodalModel(nn.Module):
@@ -58,6 +103,25 @@ class MultimodalModel(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
         self.head_sources = dict(head_sources)
         self.config = config
+        self._encoding_cache: EncodingCache | None = None
+
+    @contextmanager
+    def shared_encodings(self) -> Iterator[EncodingCache]:
+        """Within the block, :meth:`encode` runs each modality's encoder once per distinct input
+        (see :class:`EncodingCache`); a nested block shares the outer block's cache.
+
+        With dropout in an encoder, tasks sharing a pass also share its dropout mask (without
+        the block each task draws its own); in eval mode, or without dropout, the outputs and
+        gradients equal those of separate passes.
+        """
+        if self._encoding_cache is not None:
+            yield self._encoding_cache
+            return
+        self._encoding_cache = EncodingCache()
+        try:
+            yield self._encoding_cache
+        finally:
+            self._encoding_cache = None
 
     def encoder(self, modality: str) -> Encoder:
         """The encoder of ``modality`` (typed access into the ModuleDict)."""
@@ -83,18 +147,24 @@ class MultimodalModel(nn.Module):
                 f"batch has modalities {unknown} this model has no encoder for; "
                 f"configured: {self.modalities}"
             )
-        encoded = {}
-        for modality in sorted(batch):
-            inputs = batch[modality]
-            out = self.encoders[modality](inputs)
-            present = inputs.get("present")
-            if present is not None:
-                keep = present.to(out.mask.device).bool()
-                out = EncoderOutput(
-                    out.tokens, out.mask & keep[:, None], out.pooled * keep[:, None].to(out.pooled)
-                )
-            encoded[modality] = out
-        return encoded
+        return {modality: self._encode_one(modality, batch[modality]) for modality in sorted(batch)}
+
+    def _encode_one(self, modality: str, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        """One modality's encoder output (from the step's cache when one is active)."""
+        cache = self._encoding_cache
+        key = EncodingCache.key(modality, inputs, self.training) if cache is not None else ()
+        if cache is not None and (cached := cache.get(key)) is not None:
+            return cached
+        out: EncoderOutput = self.encoders[modality](inputs)
+        present = inputs.get("present")
+        if present is not None:
+            keep = present.to(out.mask.device).bool()
+            out = EncoderOutput(
+                out.tokens, out.mask & keep[:, None], out.pooled * keep[:, None].to(out.pooled)
+            )
+        if cache is not None:
+            cache.put(key, inputs, out)
+        return out
 
     def reads_fusion(self, head: str) -> bool:
         """Whether ``head`` reads the fusion output (else one modality's encoder output)."""

@@ -10,8 +10,9 @@ The LightningModule runs one :class:`GradientStrategy` (built from
 * :meth:`GradientStrategy.reset` drops a window whose every batch was skipped.
 
 ``JointGradients`` backpropagates the sum of the terms, so gradients accumulate in ``.grad``
-and ``combine`` has nothing to do. ``PCGrad`` keeps one flat gradient per task for the window
-and projects conflicting ones (see :func:`omnifuse.training.weighting.surgery`).
+and ``combine`` has nothing to do. ``PCGrad`` keeps each task's gradient per parameter for the
+window and projects conflicting ones on the shared parameters (see
+:func:`omnifuse.training.weighting.surgery`).
 """
 
 from __future__ import annotations
@@ -127,75 +128,114 @@ class JointGradients(GradientStrategy):
 class PCGrad(GradientStrategy):
     """Per-task gradients summed over the window, then PCGrad surgery on shared parameters.
 
+    A batch's tasks run forward together (so they share encoder passes, see
+    :meth:`~omnifuse.models.multimodal.MultimodalModel.shared_encodings`), then each task's
+    gradient comes from its own backward through the retained graph. Gradients are kept per
+    parameter and task as autograd returned them: a parameter only one task touches (a head)
+    gets that gradient directly, and only the shared parameters are projected.
+
     Args:
         seed: Run seed; with the batch counter it seeds the order PCGrad visits tasks in.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self._grads: dict[str, Tensor] = {}  # task -> [P] flat gradient summed over the window
-        self._used: dict[str, Tensor] = {}  # task -> [N] bool, produced a gradient for param n
+        self._grads: dict[int, dict[str, Tensor]] = {}  # param index -> task -> window sum
+        self._tasks: set[str] = set()
 
     def backward_batch(
         self, context: StepContext, batch: StepBatch, params: Sequence[nn.Parameter]
     ) -> BatchGradients:
-        """Task by task: forward, then that task's own gradient, so only one task's graph is
-        alive at a time. The gradients join the window's per-task sums unless a term is bad."""
-        outputs: Outputs = {}
-        terms: dict[str, Tensor] = {}
-        grads: dict[str, tuple[Tensor, Tensor]] = {}
-        for task in batch["tasks"]:
-            task_outputs, task_terms = context.forward_tasks(batch, [task])
-            outputs[task], term = task_outputs[task], task_terms[task]
-            terms[task] = term.detach()
-            if context.nonfinite_tasks({task: term}):  # the same answer, task and rank: all ranks
-                return BatchGradients(outputs, terms, [task])
-            grads[task] = flat_grad(term, params)
-        for task, (flat, used) in grads.items():
-            if task in self._grads:
-                self._grads[task] += flat
-                self._used[task] |= used
-            else:
-                self._grads[task], self._used[task] = flat, used
-        return BatchGradients(outputs, terms, [])
+        """Every task's forward, then one backward per task (the graph is kept until the last).
+        The gradients join the window's per-task sums unless a term is bad."""
+        outputs, terms = context.forward_tasks(batch, batch["tasks"])
+        detached = {t: term.detach() for t, term in terms.items()}
+        bad = context.nonfinite_tasks(terms)
+        if bad:
+            return BatchGradients(outputs, detached, bad)
+        last = len(terms) - 1
+        for i, (task, term) in enumerate(terms.items()):
+            grads = torch.autograd.grad(
+                term, list(params), allow_unused=True, retain_graph=i < last
+            )
+            self._add(task, grads)
+        return BatchGradients(outputs, detached, [])
+
+    def _add(self, task: str, grads: Sequence[Tensor | None]) -> None:
+        """Add one task's gradients (None: parameter unused) to the window's sums."""
+        self._tasks.add(task)
+        for n, grad in enumerate(grads):
+            if grad is None:
+                continue
+            slot = self._grads.setdefault(n, {})
+            # Out of place: autograd may hand one tensor to several parameters (``a + b``).
+            slot[task] = slot[task] + grad if task in slot else grad
 
     def combine(self, params: Sequence[nn.Parameter], batches: int) -> None:
         """Write PCGrad's combination of the window's per-task gradients into ``.grad``."""
-        tasks = sorted(self._grads)
-        grads = torch.stack([self._grads[t] for t in tasks])  # [T, P]
-        used = torch.stack([self._used[t] for t in tasks])  # [T, N]
+        tasks = sorted(self._tasks)
+        grads = [self._grads.get(n, {}) for n in range(len(params))]
         self.reset()
         if is_distributed():
             # Every rank projects the same global per-task gradients: PCGrad of the mean, not the
             # mean of per-rank PCGrads, so it equals single-process PCGrad on the global batch.
-            dist.all_reduce(grads)
-            grads /= world_size()
-            used_count = used.to(torch.int32)
-            dist.all_reduce(used_count)
-            used = used_count > 0
+            grads = all_reduce_mean(grads, tasks, params)
         generator = torch.Generator().manual_seed(sample_seed(self.seed, "pcgrad", batches))
-        combined = surgery(grads, used, [p.numel() for p in params], generator)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = combined[offset : offset + n].view_as(p).to(p.dtype).clone()
-            offset += n
+        for p, grad in zip(params, owned(surgery(grads, tasks, generator)), strict=True):
+            p.grad = None if grad is None else grad.to(p.dtype)
 
     def reset(self) -> None:
         """Forget the window's per-task gradients."""
-        self._grads, self._used = {}, {}
+        self._grads, self._tasks = {}, set()
 
 
-def flat_grad(term: Tensor, params: Sequence[nn.Parameter]) -> tuple[Tensor, Tensor]:
-    """``d term / d params`` flattened (``[P]``, zeros where unused) and ``[N]`` used flags."""
-    grads = torch.autograd.grad(term, list(params), allow_unused=True)
+def owned(grads: Sequence[Tensor | None]) -> list[Tensor | None]:
+    """``grads`` made safe to become ``.grad`` (which averaging and clipping scale in place):
+    a copy of a broadcast view (autograd returns ``d sum(w) / d w`` as an expanded scalar) and
+    of a tensor already given to another parameter; every other gradient as it is."""
+    seen: set[int] = set()
+    out: list[Tensor | None] = []
+    for grad in grads:
+        if grad is not None and (not grad.is_contiguous() or grad.data_ptr() in seen):
+            grad = grad.clone(memory_format=torch.contiguous_format)
+        if grad is not None:
+            seen.add(grad.data_ptr())
+        out.append(grad)
+    return out
+
+
+def all_reduce_mean(
+    grads: Sequence[Mapping[str, Tensor]], tasks: Sequence[str], params: Sequence[nn.Parameter]
+) -> list[dict[str, Tensor]]:
+    """The mean over ranks of every (parameter, task) gradient any rank produced.
+
+    A rank without a gradient for one that another rank has contributes zeros; one flat buffer
+    goes through a single ``all_reduce``.
+
+    Args:
+        grads: Per parameter, task -> this rank's gradient.
+        tasks: Every task of the window (the same on every rank).
+        params: The parameters (shapes of the zeros).
+    """
+    used = torch.tensor(
+        [[t in g for t in tasks] for g in grads], dtype=torch.int32, device=params[0].device
+    )  # [N, T]
+    dist.all_reduce(used)
+    entries = [(n, t) for n, t in (used > 0).nonzero().tolist()]
+    out: list[dict[str, Tensor]] = [{} for _ in grads]
+    if not entries:
+        return out
     flat = torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).reshape(-1)
-            for g, p in zip(grads, params, strict=True)
-        ]
+        [grads[n].get(tasks[t], torch.zeros_like(params[n])).reshape(-1) for n, t in entries]
     )
-    return flat, torch.tensor([g is not None for g in grads], device=flat.device)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for n, t in entries:
+        size = params[n].numel()
+        out[n][tasks[t]] = flat[offset : offset + size].view_as(params[n])
+        offset += size
+    return out
 
 
 def build_gradient_strategy(config: TrainingConfig) -> GradientStrategy:

@@ -5,12 +5,13 @@ gradient surgery, the NaN policy and accumulation are explicit):
 
 1. reseed the RNGs from ``(seed, batch counter, rank)`` (dropout and task randomness repeat
    exactly after a resume);
-2. run every task of the step on its batch -> unweighted losses;
+2. run every task of the step on its batch -> unweighted losses (tasks reading the same
+   unchanged inputs share one encoder pass per modality);
 3. weight them (fixed or uncertainty) -> one term per task;
 4. if a term is not finite (on any rank): ``on_nan=stop`` raises :class:`NonFiniteLossError`
    naming the step, the task(s) and the last good checkpoint; ``skip`` drops the batch;
 5. backward through the :class:`~omnifuse.training.gradients.GradientStrategy`: the sum of the
-   terms (joint), or task by task (PCGrad: forward, then that task's own gradient);
+   terms (joint), or task by task through the shared graph (PCGrad: each task's own gradient);
 6. every ``grad_accumulation`` batches: the strategy combines the window's gradients (PCGrad
    surgery), then average, clip, check the gradient norm,
    AdamW step, LR schedule step, then every objective's own parameter constraints
@@ -176,8 +177,13 @@ class OmnifuseModule(L.LightningModule):
     def forward_tasks(
         self, batch: StepBatch, tasks: Sequence[str]
     ) -> tuple[Outputs, dict[str, Tensor]]:
-        """Each task's forward on its part of ``batch`` and its weighted term (with graph)."""
-        outputs = {t: self.tasks[t](self.model, task_batch(batch, t)) for t in tasks}
+        """Each task's forward on its part of ``batch`` and its weighted term (with graph).
+
+        The tasks share encoder passes: a modality's encoder runs once on a batch that several
+        tasks read unchanged (:meth:`MultimodalModel.shared_encodings`).
+        """
+        with self.model.shared_encodings():
+            outputs = {t: self.tasks[t](self.model, task_batch(batch, t)) for t in tasks}
         return outputs, self.loss_weighting({t: out["loss"] for t, out in outputs.items()})
 
     def _seed_batch(self) -> None:
