@@ -34,6 +34,7 @@ from omnifuse import distributed
 from omnifuse.data.collate import LoadedSample, collate_samples
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
+from omnifuse.faults import fault_point
 from omnifuse.modalities.base import MediaError
 from omnifuse.types import Batch
 
@@ -224,6 +225,7 @@ class StreamingDataset(IterableDataset[Item]):
             if sample is not None:
                 pending.append(sample)
             if len(pending) == self.batch_size:
+                fault_point("worker-batch")
                 yield self._collate(pending), meta
                 pending, meta = [], _meta(worker, position)
         if pending and not self.drop_last:
@@ -323,7 +325,9 @@ class StreamingLoader:
             # A private generator: creating workers must not consume the global torch RNG.
             generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, plan.epoch)),
         )
-        for batch, meta in loader:
+        batches = iter(loader)  # starts the worker processes
+        fault_point("worker-start")
+        for batch, meta in batches:
             self._account(meta)
             if batch is not None:
                 self.batches += 1
