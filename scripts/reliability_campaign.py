@@ -338,11 +338,19 @@ def _disk_line(result: dict[str, Any]) -> str:
 
 def write_doc(result: dict[str, Any]) -> None:
     arrivals_text = ", ".join(f"{k} {v}" for k, v in sorted(result["arrivals"].items()))
+    missed = sum(t["exit_code"] == 0 for t in result["per_trial"])
+    missed_text = (
+        f" {missed} of them (`random`) found the run already finished at its delay: not "
+        "killed, so counted among the trials and identical runs but testing no resume."
+        if missed
+        else ""
+    )
     section = (
         f"{BEGIN}\n"
         f"SIGKILL trials run / identical resumes / corrupt checkpoints: **{result['trials']} / "
-        f"{result['identical']} / {result['corrupt']}** (goal 20 / 20 / 0; {result['requested']} "
-        f"requested, seed {result['seed']}; `python scripts/reliability_campaign.py --trials "
+        f"{result['identical']} / {result['corrupt']}** (goal 20 / 20 / 0).{missed_text} "
+        f"{result['requested']} requested, seed {result['seed']}; "
+        "`python scripts/reliability_campaign.py --trials "
         f"{result['requested']} --seed {result['seed']} --full-disk --write-doc`). Identical "
         "means bit for bit: every logged train loss and every final weight tensor "
         "(`torch.equal`), and no temporary file left. Arrivals in the uninterrupted run (the "
@@ -368,9 +376,12 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=1800.0, help="stop starting trials")
     parser.add_argument("--full-disk", action="store_true", help="also a run on a full tmpfs")
     parser.add_argument("--write-doc", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the whole result as JSON here")
     args = parser.parse_args()
     result = campaign(args.trials, args.seed, args.budget_s, args.full_disk)
     print(json.dumps({k: v for k, v in result.items() if k != "per_trial"}, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.write_doc:
         write_doc(result)
 
