@@ -1073,9 +1073,9 @@ def _api_cases() -> Iterator[Case]:
 
     def bad_device(d: Path, env: Env) -> Callable[[], Any]:
         def call() -> Any:
-            from omnifuse.inference.devices import parse_device
+            from omnifuse.inference import Pipeline
 
-            return parse_device("tpu9")
+            return Pipeline.load(env.run, device="tpu9")
 
         return call
 
@@ -1084,7 +1084,7 @@ def _api_cases() -> Iterator[Case]:
         "api",
         "Pipeline",
         bad_device,
-        needles=("tpu9",),
+        needles=("tpu9", "valid devices here: cpu"),
         raises=("InferenceError",),
     )
 

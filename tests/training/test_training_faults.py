@@ -1,12 +1,15 @@
 """Faults during ``omnifuse train`` (issue 14): a second process on a held run dir, SIGTERM
-(preemption: checkpoint at the current step, exit 0, exact resume), a disk full mid-checkpoint.
+(preemption: checkpoint at the current step, exit 0, exact resume), a disk full mid-checkpoint,
+a data-loader worker killed, NaN from an exploding learning rate under each ``on_nan`` policy.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +20,16 @@ from typing import Any
 
 import pytest
 import torch
+import typer
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from omnifuse.cli.train import train as cli_train
 from omnifuse.config import load_config
+from omnifuse.faults import FAULT_ENV
 from omnifuse.training import train
 from omnifuse.training.checkpoint import CheckpointWriteError, RunDirLocked, run_dir_lock
+from omnifuse.training.module import MAX_SKIP_STREAK
 
 SCRIPT = Path(__file__).with_name("faults_script.py")
 EXACT = {"deterministic": True, "max_steps": 6, "checkpoint": {"every_n_steps": 2}}
@@ -150,3 +158,109 @@ def test_disk_full_mid_checkpoint_keeps_the_previous_one(
     assert last["global_step"] == 2  # the previous checkpoint, intact
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
     assert '"status": "failed"' in (run_dir / "run.json").read_text()
+
+
+# --- a data-loader worker killed mid-epoch ------------------------------------------------------
+
+runner = CliRunner()
+
+
+def cli() -> typer.Typer:
+    """``omnifuse train`` as the lead mounts it."""
+    app = typer.Typer()
+    app.command("train")(cli_train)
+    app.command("noop")(lambda: None)  # two commands: typer keeps the subcommand name
+    return app
+
+
+def test_a_killed_worker_fails_in_one_line_and_resumes_exactly(
+    run_yaml: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = str(run_yaml(**EXACT))
+    workers = "data.num_workers=1"
+    baseline, run_dir = tmp_path / "baseline", tmp_path / "run"
+    done = runner.invoke(cli(), ["train", config, workers, "--run-dir", str(baseline)])
+    assert done.exit_code == 0, done.output
+
+    # The worker SIGKILLs itself at its 6th batch: with 2 batches prefetched the run is past
+    # step 2 (and its checkpoint) then, and still inside the first epoch.
+    monkeypatch.setenv(FAULT_ENV, "worker-batch:6")
+    failed = runner.invoke(cli(), ["train", config, workers, "--run-dir", str(run_dir)])
+    monkeypatch.delenv(FAULT_ENV)
+    assert failed.exit_code == 1, failed.output
+    last = run_dir / "checkpoints" / "last.ckpt"
+    line = " ".join(failed.output.split())  # rich wraps long lines
+    assert "Traceback" not in failed.output
+    assert line.startswith("error: a data-loader worker died (DataLoader worker (pid"), line
+    assert f"the last checkpoint {last} is intact; continue with" in line
+    assert f"--run-dir {run_dir} --resume" in line
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 2 <= step < 6
+    assert '"status": "failed"' in (run_dir / "run.json").read_text()
+
+    resumed = runner.invoke(
+        cli(), ["train", config, workers, "--run-dir", str(run_dir), "--resume"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert losses(run_dir) == losses(baseline)  # bit for bit
+    a = load_file(baseline / "model" / "model.safetensors")
+    b = load_file(run_dir / "model" / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+# --- NaN from an exploding learning rate, under each on_nan policy ------------------------------
+
+EXPLODING = {"max_steps": 8, "lr": 1e3, "checkpoint": {"every_n_steps": 2}}
+"""AdamW moves every weight by about lr per step: the losses grow ~1000x a step and overflow
+float32 a few steps in, after the checkpoint at step 2 or 4 (the other tests use lr 1e-3)."""
+
+
+def finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def test_exploding_lr_with_on_nan_stop(run_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    config = str(run_yaml(**EXPLODING, on_nan="stop"))
+    run_dir = tmp_path / "run"
+    result = runner.invoke(cli(), ["train", config, "--run-dir", str(run_dir)])
+    assert result.exit_code == 1, result.output
+    line = " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    found = re.search(r"training stopped: non-finite (loss|gradient norm) at step (\d+) ", line)
+    assert found is not None, line
+    step = int(found.group(2))
+    assert re.search(r"in task\(s\) (colour|shape)(, shape)?: (nan|inf)", line), line
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"last good checkpoint: {last}." in line
+    checkpoint = torch.load(last, weights_only=True)
+    assert 2 <= checkpoint["global_step"] < step  # the checkpoint before the overflow
+    assert finite(checkpoint["state_dict"])
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "stopped" and f"at step {step}" in record["error"]
+
+
+def test_exploding_lr_with_on_nan_skip(run_yaml: Callable[..., Path], tmp_path: Path) -> None:
+    config = str(run_yaml(**EXPLODING, on_nan="skip"))
+    run_dir = tmp_path / "run"
+    result = runner.invoke(cli(), ["train", config, "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    found = re.search(r"trained 8 steps \(.* samples/s, (\d+) skipped\)", result.output)
+    assert found is not None, result.output
+    skipped = int(found.group(1))
+    assert skipped > 0  # the overflowing updates were dropped and counted ...
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["skipped_nonfinite"] == skipped  # ... and reported
+    assert record["final_metrics"]["train/skipped"] == skipped
+    assert finite(load_file(run_dir / "model" / "model.safetensors"))
+
+
+def test_diverged_weights_under_skip_stop_instead_of_looping_forever(
+    run_yaml: Callable[..., Path], tmp_path: Path
+) -> None:
+    # lr 1e30: after step 1 every forward overflows, so no batch could ever make step 2
+    config = str(run_yaml(max_steps=4, lr=1e30, on_nan="skip"))
+    result = runner.invoke(cli(), ["train", config, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    line = " ".join(result.output.split())
+    assert f"training.on_nan=skip: {MAX_SKIP_STREAK} batches in a row were non-finite" in line
+    assert "at step 2 " in line and "no checkpoint was written yet" in line

@@ -45,6 +45,9 @@ def serve(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
 ) -> None:
     """Serve RUN_DIR over HTTP: task endpoints, OpenAI-style chat/transcriptions, a web page."""
+    from omnifuse.inference.devices import parse_device
+
+    parse_device(device)  # here, not in each of the --workers processes
     upload = int(max_upload_mb * 1024 * 1024)
     limits = Limits(
         max_upload_bytes=upload,

@@ -6,7 +6,8 @@ Mounted by :mod:`omnifuse.cli.main` as ``app.command("train")(train)``. Exit sta
 override, missing data path, a run dir that would be overwritten, nothing to resume, a run dir
 another live ``omnifuse train`` holds). A SIGTERM (a scheduler preempting the job) writes
 ``last.ckpt`` at the current step and exits 0 with a ``preempted:`` line; a checkpoint write that
-fails (disk full) exits 1 naming the path, with the previous checkpoint kept.
+fails (disk full) exits 1 naming the path, with the previous checkpoint kept; a data-loader worker
+that dies exits 1 naming the checkpoint ``--resume`` continues from.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def train(
     from omnifuse.training import TrainingPreempted
     from omnifuse.training import train as run_training
     from omnifuse.training.checkpoint import CheckpointWriteError, RunDirLocked
+    from omnifuse.training.run import DataLoaderWorkerDied
 
     run = load_config(config, overrides or [])
     if resume and run_dir is None:
@@ -50,7 +52,7 @@ def train(
         result = run_training(run, run_dir, resume)
     except RunDirLocked as exc:
         raise CommandError(str(exc), exit_code=2) from None
-    except CheckpointWriteError as exc:
+    except (CheckpointWriteError, DataLoaderWorkerDied) as exc:
         raise CommandError(str(exc), exit_code=1) from None
     except TrainingPreempted as exc:
         out.print(f"[yellow]preempted:[/] {exc}", highlight=False)

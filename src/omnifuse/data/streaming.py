@@ -35,6 +35,7 @@ from omnifuse.data.bucketing import bucket_batches, sample_length, split_positio
 from omnifuse.data.collate import LoadedSample, collate_samples
 from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
+from omnifuse.faults import fault_point
 from omnifuse.modalities.base import MediaError
 from omnifuse.types import Batch
 
@@ -242,6 +243,7 @@ class StreamingDataset(IterableDataset[Item]):
             if sample is not None:
                 pending.append(sample)
             if len(pending) == self.batch_size:
+                fault_point("worker-batch")
                 yield self._collate(pending), meta
                 pending, meta = [], _meta(worker, position)
         if pending and not self.drop_last:
@@ -391,7 +393,9 @@ class StreamingLoader:
             # A private generator: creating workers must not consume the global torch RNG.
             generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, plan.epoch)),
         )
-        for batch, meta in loader:
+        batches = iter(loader)  # starts the worker processes
+        fault_point("worker-start")
+        for batch, meta in batches:
             self._account(meta)
             if batch is not None:
                 self.batches += 1

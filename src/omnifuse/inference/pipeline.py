@@ -29,6 +29,7 @@ from omnifuse.config.run import RunConfig
 from omnifuse.config.tasks import task_type
 from omnifuse.errors import InferenceError
 from omnifuse.heads.decoding import DecodingOptions
+from omnifuse.inference.devices import default_device, parse_device
 from omnifuse.inference.inputs import (
     RawInputs,
     build_run_task,
@@ -68,7 +69,9 @@ class Pipeline:
         model: the model (put in eval mode and moved to ``device``).
         processors: its processors (put in eval mode: no augmentation).
         config: the run config, whose ``tasks`` serve requests.
-        device: where to run (default: CUDA when available, else CPU).
+        device: where to run (default: CUDA when available, else CPU); checked by
+            :func:`~omnifuse.inference.devices.parse_device` (an InferenceError that lists the
+            valid devices).
     """
 
     def __init__(
@@ -78,7 +81,7 @@ class Pipeline:
         config: RunConfig,
         device: str | torch.device | None = None,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = parse_device(device) or default_device()
         self.model = model.to(self.device).eval()
         self.processors = processors
         for processor in processors.values():
@@ -94,7 +97,9 @@ class Pipeline:
             FileNotFoundError: ``path`` does not exist.
             InferenceError: not a run/model directory, or a run without a saved model.
             ConfigError: an invalid config file.
+            InferenceError: ``device`` is not a device this machine has (checked first).
         """
+        device = parse_device(device)
         files = locate(path)
         pretrained = load(files.model_dir)
         config = run_config(files, pretrained.config, pretrained.model.config)

@@ -1,4 +1,4 @@
-"""Training callbacks: samples/s, modality dropout, and the progress bar.
+"""Training callbacks: samples/s, modality dropout, the progress bar and the fault points.
 
 The NaN/Inf policy is not a callback: it has to act between the forward and the backward pass,
 so it lives in :class:`~omnifuse.training.module.OmnifuseModule` (``training.on_nan``).
@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks.progress.rich_progress import RichProgressBarTh
 from torch import Tensor
 
 from omnifuse.data.streaming import sample_seed
+from omnifuse.faults import fault_point
 from omnifuse.types import Inputs
 
 
@@ -182,3 +183,18 @@ class StepProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+
+class FaultPoints(L.Callback):
+    """The ``step`` and ``validation`` SIGKILL points of :mod:`omnifuse.faults` (always installed;
+    without ``OMNIFUSE_FAULT`` each hook is one environment lookup).
+
+    ``on_before_optimizer_step`` runs inside a training step after the backward pass (Lightning
+    calls it from the manual ``optimizer.step()``), so a kill there loses a step's gradients.
+    """
+
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        fault_point("step")
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        fault_point("validation")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -28,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, cast
 
 import lightning as L
 import torch
@@ -38,6 +39,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from omnifuse.config.loader import ConfigError
 from omnifuse.config.run import RunConfig
+from omnifuse.faults import fault_point
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
@@ -48,6 +50,13 @@ MODEL_DIR = "model"
 LOCK_FILE = ".lock"
 RUN_DIR_ENV = "OMNIFUSE_RUN_DIR"
 """Set by the launching process so that DDP ranks it starts use the same run directory."""
+CHECKPOINT_FORMAT = 1
+"""Layout of what omnifuse keeps in a Lightning checkpoint (``checkpoint["omnifuse_format"]``)."""
+FORMAT_KEY = "omnifuse_format"
+TEMP_SUFFIX = ".tmp"
+"""Checkpoints are first written to ``.<name>.<random><TEMP_SUFFIX>`` (atomic_torch_save)."""
+
+log = logging.getLogger("omnifuse.training")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -102,31 +111,75 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
+class _WriteErrors:
+    """A binary file that remembers the first ``OSError`` of a ``write``.
+
+    torch's zip writer swallows the exception of a failed write and then fails with an unrelated
+    ``RuntimeError`` ("[enforce fail at inline_container.cc] unexpected pos ..."): a disk that
+    filled up mid-checkpoint would be reported as that. The recorded error says ENOSPC.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)`` such that ``path`` is never seen half-written.
 
     Raises:
-        CheckpointWriteError: the write failed with an ``OSError`` (ENOSPC, EIO, ...); the
-            temporary file is removed and whatever was under ``path`` before is untouched.
+        CheckpointWriteError: the write failed with an ``OSError`` (ENOSPC, EIO, ...), also one
+            torch reported as a ``RuntimeError``; the temporary file is removed and whatever was
+            under ``path`` before is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    writer: _WriteErrors | None = None
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            writer = _WriteErrors(handle)
+            torch.save(obj, cast(IO[bytes], writer))  # torch calls write and flush only
+            fault_point("checkpoint-write")  # the temp file is partly on disk (buffer unflushed)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         Path(tmp).unlink(missing_ok=True)
-        reason = os.strerror(err.errno) if err.errno else str(err)
+        cause = err if isinstance(err, OSError) else getattr(writer, "error", None)
+        if cause is None:
+            raise  # a RuntimeError that is not about the disk
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
         raise CheckpointWriteError(
             f"cannot write checkpoint {path}: {reason}; the checkpoints written before are kept"
-        ) from err
+        ) from cause
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a killed process left behind.
+
+    Only call it while holding :func:`run_dir_lock`: then no live writer owns them. Returns the
+    files removed.
+    """
+    partial = sorted((run_dir / CHECKPOINT_DIR).glob(f".*{TEMP_SUFFIX}"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    if partial:
+        log.warning("removed %d partly written checkpoint file(s) of a killed run", len(partial))
+    return partial
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -165,7 +218,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
     Raises:
         ConfigError: ``resume`` without ``last.ckpt`` or with one that is not a PyTorch
-            archive, or a fresh start in a dir with checkpoints.
+            archive or comes from a newer omnifuse (:func:`check_format`), or a fresh start in a
+            dir with checkpoints.
     """
     last = last_checkpoint(run_dir)
     if resume and last is None:
@@ -174,6 +228,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         )
     if resume and last is not None:
         check_archive(last)
+        check_format(last)
     if not resume and (last is not None or periodic_checkpoints(run_dir)):
         raise ConfigError(
             [
@@ -197,6 +252,48 @@ def check_archive(path: Path) -> None:
             [
                 f"{path} is not a PyTorch checkpoint archive (a bare pickle, truncated or another "
                 "format); it was not loaded. Resume from an intact last.ckpt or start a new run"
+            ]
+        )
+
+
+def format_stamp() -> dict[str, Any]:
+    """What every checkpoint records about the omnifuse that wrote it."""
+    from omnifuse import __version__
+
+    return {"format_version": CHECKPOINT_FORMAT, "omnifuse": __version__}
+
+
+def check_format(path: Path) -> None:
+    """Refuse a checkpoint written by a newer omnifuse; accept (migrate) an unversioned one.
+
+    A checkpoint without the stamp was written before checkpoints carried one; its layout is
+    format 1, so it is read as that (logged). A higher format than this omnifuse reads is
+    refused before Lightning touches it, since its state would be restored wrongly or not at all.
+
+    Raises:
+        ConfigError: naming the file, the omnifuse and format that wrote it and this one's.
+    """
+    from omnifuse import __version__
+
+    stamp = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(FORMAT_KEY)
+    if stamp is None:
+        log.warning(
+            "%s has no omnifuse format version (written by an omnifuse before %s); reading it as "
+            "checkpoint format %d",
+            path,
+            __version__,
+            CHECKPOINT_FORMAT,
+        )
+        return
+    found = stamp.get("format_version") if isinstance(stamp, dict) else None
+    if not isinstance(found, int) or found > CHECKPOINT_FORMAT:
+        writer = stamp.get("omnifuse", "unknown") if isinstance(stamp, dict) else "unknown"
+        raise ConfigError(
+            [
+                f"{path} was written by omnifuse {writer} (checkpoint format {found!r}); this is "
+                f"omnifuse {__version__}, which reads checkpoint formats up to "
+                f"{CHECKPOINT_FORMAT}: resume it with omnifuse {writer} or newer, or start a new "
+                "run"
             ]
         )
 
@@ -299,6 +396,13 @@ class StepCheckpoint(ModelCheckpoint):
         self.keep = keep
         self.preempted_at: int | None = None
         """The step ``last.ckpt`` was written at after a SIGTERM (None: no SIGTERM)."""
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Stamp every checkpoint with the omnifuse version and format (:func:`check_format`)."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        checkpoint[FORMAT_KEY] = format_stamp()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         """Save as ModelCheckpoint does, then delete periodic checkpoints beyond ``keep``.

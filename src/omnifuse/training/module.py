@@ -50,7 +50,13 @@ from omnifuse.types import Batch
 
 
 class NonFiniteLossError(RuntimeError):
-    """A NaN/Inf loss or gradient with ``training.on_nan=stop``."""
+    """A NaN/Inf loss or gradient with ``training.on_nan=stop``, or :data:`MAX_SKIP_STREAK`
+    non-finite batches in a row with ``skip``."""
+
+
+MAX_SKIP_STREAK = 50
+"""``on_nan=skip`` gives up after this many non-finite batches in a row: the weights have
+diverged (an exploding lr), and since a skipped batch is not a step the run would never end."""
 
 
 @dataclass
@@ -62,12 +68,14 @@ class Counters:
         skipped: Batches whose update was dropped because of a NaN/Inf (``on_nan=skip``).
         window: Batches in the current accumulation window.
         valid: Of those, batches that produced a gradient.
+        streak: Non-finite batches in a row (``on_nan=skip`` stops at :data:`MAX_SKIP_STREAK`).
     """
 
     batches: int = 0
     skipped: int = 0
     window: int = 0
     valid: int = 0
+    streak: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class OmnifuseModule(L.LightningModule):
         self._window_metrics: dict[str, list[float]] = {}
         self._grad_norm: float | None = None
         self._lr: float | None = None
+        self._window_tasks: set[str] = set()  # tasks trained in the window: named by on_nan
         self.gradients = build_gradient_strategy(config)
         self.absent_modalities = AbsentModalities(processors or {})
 
@@ -163,8 +172,9 @@ class OmnifuseModule(L.LightningModule):
             part = batch["batches"][stream]
             part["inputs"] = self.absent_modalities(part["inputs"])
         outputs, terms, bad = self.gradients.backward_batch(self, batch, self._trainable())
+        self._window_tasks.update(terms)
         if bad:
-            self._on_nonfinite("loss", {t: float(terms[t]) for t in bad})
+            self._on_nonfinite("loss", {t: float(terms[t]) for t in bad}, self.counters.batches + 1)
         else:
             self.counters.valid += 1
         self._collect(outputs, terms, skipped=bool(bad))
@@ -201,22 +211,34 @@ class OmnifuseModule(L.LightningModule):
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return [n for n, flag in zip(names, flags.tolist(), strict=True) if flag > 0]
 
-    def _on_nonfinite(self, what: str, values: Mapping[str, float]) -> None:
-        """Apply ``on_nan``: raise with the step, tasks and last checkpoint, or count a skip."""
-        if self.config.on_nan == "stop":
-            raise NonFiniteLossError(self._nonfinite_message(what, values))
-        self.counters.skipped += 1
+    def _on_nonfinite(self, what: str, values: Mapping[str, float], batch: int) -> None:
+        """Apply ``on_nan``: raise with the step, tasks and last checkpoint, or count a skip
+        (and raise after :data:`MAX_SKIP_STREAK` in a row).
 
-    def _nonfinite_message(self, what: str, values: Mapping[str, float]) -> str:
+        Args:
+            what: What was not finite ("loss", "gradient norm").
+            values: Task -> its non-finite value.
+            batch: The 1-based batch counter of the batch that produced it.
+        """
+        if self.config.on_nan == "stop":
+            raise NonFiniteLossError(self._nonfinite_message(what, values, batch))
+        self.counters.skipped += 1
+        self.counters.streak += 1
+        if self.counters.streak >= MAX_SKIP_STREAK:
+            raise NonFiniteLossError(
+                f"training.on_nan=skip: {self.counters.streak} batches in a row were non-finite "
+                f"(the weights have diverged); {self._nonfinite_message(what, values, batch)}"
+            )
+
+    def _nonfinite_message(self, what: str, values: Mapping[str, float], batch: int) -> str:
         step = self.global_step + 1
         detail = ", ".join(f"{task}: {value}" for task, value in values.items())
         callback = self.trainer.checkpoint_callback if self._trainer is not None else None
         last = getattr(callback, "last_model_path", "") or ""
         where = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
         return (
-            f"non-finite {what} at step {step} (batch {self.counters.batches + 1}) in task(s) "
-            f"{detail}; {where}. Set training.on_nan=skip to drop such updates, or lower "
-            "training.lr / check the data."
+            f"non-finite {what} at step {step} (batch {batch}) in task(s) {detail}; {where}. "
+            "Set training.on_nan=skip to drop such updates, or lower training.lr / check the data."
         )
 
     def _optimizer_step(self) -> None:
@@ -226,6 +248,7 @@ class OmnifuseModule(L.LightningModule):
         self._grad_norm = self._lr = None
         valid = self.counters.valid
         self.counters.window = self.counters.valid = 0
+        tasks, self._window_tasks = sorted(self._window_tasks), set()
         if valid == 0:  # every batch of the window was skipped
             optimizer.zero_grad(set_to_none=True)
             self.gradients.reset()
@@ -237,9 +260,12 @@ class OmnifuseModule(L.LightningModule):
                 p.grad.div_(valid)
         norm = self._clip(optimizer, params)
         if norm is not None and not bool(torch.isfinite(norm)):
-            self._on_nonfinite("gradient norm", {"all": float(norm)})
+            # the global norm of the window's gradient, which these tasks produced
+            values = dict.fromkeys(tasks, float(norm))
+            self._on_nonfinite("gradient norm", values, self.counters.batches)
             optimizer.zero_grad(set_to_none=True)
             return
+        self.counters.streak = 0
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self._lr = float(self._scheduler().get_last_lr()[0])  # the LR this update used

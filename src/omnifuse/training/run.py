@@ -35,7 +35,12 @@ from omnifuse.models.builder import Processors, build_model
 from omnifuse.models.multimodal import MultimodalModel
 from omnifuse.models.persistence import save
 from omnifuse.tasks.base import Task, build_tasks
-from omnifuse.training.callbacks import ModalityDropout, StepMetrics, StepProgressBar
+from omnifuse.training.callbacks import (
+    FaultPoints,
+    ModalityDropout,
+    StepMetrics,
+    StepProgressBar,
+)
 from omnifuse.training.checkpoint import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -47,6 +52,7 @@ from omnifuse.training.checkpoint import (
     check_run_dir,
     default_run_dir,
     last_checkpoint,
+    remove_partial_writes,
     run_dir_lock,
     update_run_json,
     write_run_files,
@@ -75,6 +81,31 @@ class TrainingPreempted(Exception):
             f"omnifuse train ... --run-dir {run_dir} --resume"
         )
         self.step, self.checkpoint = step, checkpoint
+
+
+class DataLoaderWorkerDied(RuntimeError):
+    """A data-loader worker process died (killed, out of memory); the checkpoints written before
+    are kept and ``--resume`` continues from the last one.
+
+    Attributes:
+        checkpoint: The checkpoint to resume from (None: the worker died before the first one).
+    """
+
+    def __init__(self, run_dir: Path, reason: str, checkpoint: Path | None) -> None:
+        first = reason.strip().splitlines()[0] if reason.strip() else "no reason given"
+        where = (
+            f"the last checkpoint {checkpoint} is intact; continue with omnifuse train ... "
+            f"--run-dir {run_dir} --resume"
+            if checkpoint is not None
+            else "no checkpoint was written yet; start the run again"
+        )
+        super().__init__(f"a data-loader worker died ({first}); {where}")
+        self.checkpoint = checkpoint
+
+
+def _worker_death(err: RuntimeError) -> bool:
+    """Whether ``err`` is torch's report of a dead DataLoader worker process."""
+    return str(err).lstrip().startswith("DataLoader worker (pid")
 
 
 @dataclass
@@ -294,7 +325,7 @@ def build_trainer(
 ) -> L.Trainer:
     """A Trainer writing checkpoints, CSV and TensorBoard metrics under ``run_dir``."""
     checkpoint = StepCheckpoint(run_dir, training.checkpoint_interval(), training.checkpoint.keep)
-    extra: list[L.Callback] = [checkpoint, StepMetrics(training.log_every_n_steps)]
+    extra: list[L.Callback] = [checkpoint, StepMetrics(training.log_every_n_steps), FaultPoints()]
     if training.modality_dropout:
         extra.append(ModalityDropout(training.modality_dropout, training.seed))
     if training.progress_bar:
@@ -358,6 +389,7 @@ def train(
         RunDirLocked: another live process is training in ``run_dir``.
         TrainingPreempted: SIGTERM; ``last.ckpt`` was written at the current step.
         CheckpointWriteError: a checkpoint write failed (disk full); the previous one is kept.
+        DataLoaderWorkerDied: a data-loader worker process died; the checkpoints are kept.
     """
     run_dir, prepares = resolve_run_dir(config, run_dir)
     if not prepares:  # a DDP rank started by the launching process, which holds the lock
@@ -375,6 +407,7 @@ def _train(
 ) -> TrainResult:
     if prepares:
         check_run_dir(run_dir, resume)
+        remove_partial_writes(run_dir)  # a killed run's temp files; we hold the lock
         if resume:
             _warn_config_changes(run_dir, config)
         write_run_files(run_dir, config, resume, sys.argv)
@@ -443,6 +476,10 @@ def _fit(
         except pickle.UnpicklingError as err:  # weights_only refused a class or code object
             first = str(err).splitlines()[0]
             raise ConfigError([f"{ckpt}: refused to unpickle ({first})"]) from None
+        except RuntimeError as err:  # torch: "DataLoader worker (pid N) is killed by signal"
+            if not _worker_death(err):
+                raise
+            raise DataLoaderWorkerDied(run_dir, str(err), last_checkpoint(run_dir)) from None
     # "last" = the final step (full state, so that a longer max_steps can resume from it).
     trainer.save_checkpoint(run_dir / CHECKPOINT_DIR / LAST, weights_only=False)
     return _finish(trainer, module, processors, config, run_dir, report, prepares)
