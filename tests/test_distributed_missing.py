@@ -6,43 +6,24 @@ Every run is bounded by a join deadline: a hang fails the test instead of blocki
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from missing_modality_worker import train_missing_image  # light: the ranks import only it
 from omnifuse import create_model
 from omnifuse.training.distributed import AbsentModalities
+from rank_helpers import free_port, run_ranks
 
 DEADLINE_S = 300.0
 """Wall-clock bound of one 2-rank run (seconds of work; generous for a loaded 2-core machine)."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def run_ranks(strategy: str, image: str, out: Path) -> dict[str, object]:
-    """Spawn both ranks; fail (after killing them) if they are not done by the deadline."""
-    context = mp.start_processes(
-        train_missing_image,
-        args=(free_port(), strategy, image, str(out)),
-        nprocs=2,
-        start_method="spawn",
-        join=False,
-    )
-    deadline = time.monotonic() + DEADLINE_S
-    while not context.join(timeout=5):  # raises with a rank's traceback if one fails
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"{strategy} with a rank missing its images hung (> {DEADLINE_S:.0f} s)")
+def train_ranks(strategy: str, image: str, out: Path) -> dict[str, object]:
+    """Both ranks; the test fails (ranks killed) if they are not done by the deadline."""
+    args = (free_port(), strategy, image, str(out))
+    run_ranks(train_missing_image, args, deadline_s=DEADLINE_S)
     result: dict[str, object] = torch.load(out)
     return result
 
@@ -54,7 +35,7 @@ def test_rank_without_images_trains_in_step(
     strategy: str, tower: str, tiny_hf_towers: dict[str, Path], tmp_path: Path
 ) -> None:
     image = "vit" if tower == "vit" else str(tiny_hf_towers["clip"])
-    result = run_ranks(strategy, image, tmp_path / "params.pt")
+    result = train_ranks(strategy, image, tmp_path / "params.pt")
     initial = result["initial"]
     rank0, rank1 = result["ranks"]  # type: ignore[misc]
     assert isinstance(initial, dict)

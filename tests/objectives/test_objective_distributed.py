@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from omnifuse.objectives import ContrastiveLoss, gather_features
+from rank_helpers import free_port, run_ranks
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_rank(
@@ -57,9 +50,7 @@ def _worker(rank: int, port: int, out_dir: str, a: torch.Tensor, b: torch.Tensor
 
 def test_two_process_gather_matches_full_batch(tmp_path: Path) -> None:
     a, b = torch.randn(8, 16, dtype=torch.float64), torch.randn(8, 16, dtype=torch.float64)
-    mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path), a, b), nprocs=WORLD, start_method="spawn"
-    )
+    run_ranks(_worker, (free_port(), str(tmp_path), a, b), nprocs=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     full_a, full_b = a.clone().requires_grad_(True), b.clone().requires_grad_(True)

@@ -4,7 +4,6 @@ the model shards with FSDP2 on a CPU device mesh."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +12,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
 from fsdp2_worker import fsdp2_step  # a light module: the spawned ranks import only it
 from safetensors.torch import load_file
@@ -21,6 +19,7 @@ from safetensors.torch import load_file
 from omnifuse.config import load_config
 from omnifuse.models import build_model
 from omnifuse.training import train
+from rank_helpers import free_port, run_ranks
 
 SCRIPT = Path(__file__).with_name("training_script.py")
 TOLERANCE = 1e-5
@@ -87,15 +86,4 @@ def test_two_process_ddp_equals_one_process(
 
 
 def test_fsdp2_sharded_step_matches_unsharded() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = mp.start_processes(
-        fsdp2_step,
-        args=(port, TOLERANCE, NULL_GRAD_TOLERANCE),
-        nprocs=2,
-        start_method="spawn",
-        join=False,
-    )
-    while not context.join(timeout=120):
-        pass  # raises ProcessRaisedException with the worker's traceback on failure
+    run_ranks(fsdp2_step, (free_port(), TOLERANCE, NULL_GRAD_TOLERANCE))

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 import yaml
 from fsdp2_param_groups_worker import param_groups_step  # light: spawned ranks import only it
 from safetensors.torch import load_file
@@ -21,6 +19,7 @@ from safetensors.torch import load_file
 from omnifuse.config import load_config
 from omnifuse.models import build_model
 from omnifuse.training.optim import PARAMS_FILE
+from rank_helpers import free_port, run_ranks
 
 SCRIPT = Path(__file__).with_name("training_script.py")
 TOLERANCE = 1e-5
@@ -90,15 +89,4 @@ def test_ddp_honours_param_groups_and_lora(run_yaml: Callable[..., Path], tmp_pa
 
 
 def test_fsdp2_honours_param_groups_and_lora() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = mp.start_processes(
-        param_groups_step,
-        args=(port, TOLERANCE, NULL_GRAD_TOLERANCE),
-        nprocs=2,
-        start_method="spawn",
-        join=False,
-    )
-    while not context.join(timeout=120):
-        pass  # raises ProcessRaisedException with the worker's traceback on failure
+    run_ranks(param_groups_step, (free_port(), TOLERANCE, NULL_GRAD_TOLERANCE))
