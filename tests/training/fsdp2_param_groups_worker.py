@@ -8,6 +8,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from fsdp2_worker import batches  # light: the ranks import only the two workers
 from torch.distributed.device_mesh import init_device_mesh
 
 from omnifuse import create_model
@@ -35,26 +36,6 @@ EXPECTED_LR = {"fusion": 2e-3, "heads.classify": 5e-3}
 
 def expected_lr(name: str) -> float:
     return next((lr for p, lr in EXPECTED_LR.items() if name.startswith(p + ".")), CONFIG.lr)
-
-
-def batches(rank: int, processors: dict) -> tuple[dict, dict]:
-    """The whole batch of 4 and this rank's half of it."""
-    gen = torch.Generator().manual_seed(3)
-    inputs = {
-        "image": {"pixel_values": torch.randn(4, 3, 32, 32, generator=gen)},
-        "text": processors["text"](["a red circle", "blue", "a green square", "x"]),
-    }
-    batch = {
-        "inputs": inputs,
-        "targets": {"label": torch.tensor([0, 1, 2, 3])},
-        "ids": list("abcd"),
-    }
-    half = {
-        "inputs": {m: {k: v[rank::2] for k, v in t.items()} for m, t in inputs.items()},
-        "targets": {"label": batch["targets"]["label"][rank::2]},
-        "ids": batch["ids"][rank::2],
-    }
-    return batch, half
 
 
 def param_groups_step(rank: int, port: int, tolerance: float, null_grad_tolerance: float) -> None:

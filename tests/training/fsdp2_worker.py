@@ -14,6 +14,26 @@ from omnifuse.tasks.classification import ClassificationTask
 from omnifuse.training.distributed import shard_fsdp2
 
 
+def batches(rank: int, processors: dict) -> tuple[dict, dict]:
+    """The whole batch of 4 (image + text, seeded) and rank ``rank``'s half of it."""
+    gen = torch.Generator().manual_seed(3)
+    inputs = {
+        "image": {"pixel_values": torch.randn(4, 3, 32, 32, generator=gen)},
+        "text": processors["text"](["a red circle", "blue", "a green square", "x"]),
+    }
+    batch = {
+        "inputs": inputs,
+        "targets": {"label": torch.tensor([0, 1, 2, 3])},
+        "ids": list("abcd"),
+    }
+    half = {
+        "inputs": {m: {k: v[rank::2] for k, v in t.items()} for m, t in inputs.items()},
+        "targets": {"label": batch["targets"]["label"][rank::2]},
+        "ids": batch["ids"][rank::2],
+    }
+    return batch, half
+
+
 def fsdp2_step(rank: int, port: int, tolerance: float, null_grad_tolerance: float) -> None:
     """Rank ``rank`` of 2: one AdamW step of a sharded model on half the batch must equal one
     step of an unsharded copy on the whole batch (FSDP2 averages gradients over the ranks)."""
@@ -25,20 +45,7 @@ def fsdp2_step(rank: int, port: int, tolerance: float, null_grad_tolerance: floa
         model, processors = create_model("tiny", overrides)
         reference = copy.deepcopy(model)
         task = ClassificationTask("cls", 1.0, ("image", "text"), "classify")
-        inputs = {
-            "image": {"pixel_values": torch.randn(4, 3, 32, 32)},
-            "text": processors["text"](["a red circle", "blue", "a green square", "x"]),
-        }
-        batch = {
-            "inputs": inputs,
-            "targets": {"label": torch.tensor([0, 1, 2, 3])},
-            "ids": list("abcd"),
-        }
-        half = {
-            "inputs": {m: {k: v[rank::2] for k, v in t.items()} for m, t in inputs.items()},
-            "targets": {"label": batch["targets"]["label"][rank::2]},
-            "ids": batch["ids"][rank::2],
-        }
+        batch, half = batches(rank, processors)
         shard_fsdp2(model, init_device_mesh("cpu", (2,)))
         for net, data in ((model, half), (reference, batch)):
             optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
