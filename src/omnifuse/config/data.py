@@ -40,6 +40,13 @@ class DataConfig(StrictModel):
         description="Manifest field fed to the text encoder (e.g. `question` for VQA, so the "
         "model reads the question while `answer` is the target).",
     )
+    alternatives: dict[str, str] = Field(
+        default_factory=dict,
+        description="Training split: field -> a list field holding alternatives to it (e.g. "
+        "`{caption: captions}`); every visit draws the field's value from that list, so a "
+        "captioner sees every reference caption over the epochs. Evaluation reads the field as "
+        "stored. Follows `augment` (seeded per sample, so a resumed run draws the same).",
+    )
     allow_outside_root: bool = Field(
         default=False,
         description="Accept manifest media paths that resolve outside the manifest's directory "
@@ -94,5 +101,12 @@ class DataConfig(StrictModel):
                 raise ValueError(
                     f"fields: {name!r} is not a target field; inputs ({', '.join(INPUT_FIELDS)}) "
                     "are loaded for every configured encoder and 'id' is always returned"
+                )
+        for name, pool in self.alternatives.items():
+            if name == pool or name == "id" or (name in INPUT_FIELDS and name != "text"):
+                raise ValueError(
+                    f"alternatives: {name!r}: {pool!r} is not valid; map a text or target field "
+                    "to another field that holds a list of its alternatives (e.g. caption: "
+                    "captions)"
                 )
         return self

@@ -74,6 +74,7 @@ def build_loader(
             training=train and data.augment,
             text_field=data.text_field,
             cache=data.cache_mb > 0,
+            alternatives=data.alternatives,
         ),
         data.batch_size,
         shuffle=train and data.shuffle,

@@ -185,6 +185,8 @@ class SampleDecoder:
         training: Put the processors in training mode (augmentation).
         text_field: The row field fed to the text processor (``text`` unless configured).
         cache: Keep processed media files in :data:`MEDIA_CACHE` (deterministic loads only).
+        alternatives: Field -> list field; in training each load draws the field's value from
+            that list (``DataConfig.alternatives``).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class SampleDecoder:
         training: bool = False,
         text_field: str = "text",
         cache: bool = False,
+        alternatives: Mapping[str, str] | None = None,
     ) -> None:
         self.processors = {m: copy.copy(p).train(training) for m, p in sorted(processors.items())}
         self.cache = MEDIA_CACHE if cache else None
@@ -204,6 +207,7 @@ class SampleDecoder:
         self.fields = dict(fields)
         self.training = training
         self.text_field = text_field
+        self.alternatives = dict(alternatives or {}) if training else {}
 
     def decode(self, raw: RawSample, seed: int | None = None) -> LoadedSample:
         """Process one sample; ``seed`` (training only) fixes its augmentation.
@@ -218,15 +222,35 @@ class SampleDecoder:
             return self._decode(raw)
 
     def _decode(self, raw: RawSample) -> LoadedSample:
+        fields = self._drawn_fields(raw)
         inputs: dict[str, Any] = {}
         for modality, processor in self.processors.items():
             value: Any = (
-                raw.fields.get(self.text_field) if modality == "text" else raw.media.get(modality)
+                fields.get(self.text_field) if modality == "text" else raw.media.get(modality)
             )
             if value is not None:
                 inputs[modality] = self._load(processor, modality, value, raw)
-        targets = {n: f.encode(raw.fields.get(n), raw.source) for n, f in self.fields.items()}
+        targets = {n: f.encode(fields.get(n), raw.source) for n, f in self.fields.items()}
         return LoadedSample(raw.id, inputs, targets)
+
+    def _drawn_fields(self, raw: RawSample) -> dict[str, Any]:
+        """``raw.fields`` with each :attr:`alternatives` field drawn from its list (``random``:
+        seeded per sample by :meth:`decode`). A missing or empty list keeps the stored value."""
+        if not self.alternatives:
+            return raw.fields
+        fields = dict(raw.fields)
+        for name, pool in self.alternatives.items():
+            options = raw.fields.get(pool)
+            if options is None or options == []:
+                continue
+            if not isinstance(options, list):
+                raise MediaError(
+                    raw.source,
+                    f"data.alternatives: field {pool!r} (alternatives to {name!r}) must be a "
+                    f"list, got {type(options).__name__} [sample {raw.id!r}]",
+                )
+            fields[name] = options[random.randrange(len(options))]
+        return fields
 
     @staticmethod
     def _cached_load(
