@@ -80,3 +80,30 @@ def test_classification_head_mean_pooling_reads_the_valid_tokens_not_pooled() ->
     torch.testing.assert_close(head(padded), expected)
     default = build_classification(ClassificationHeadConfig(num_classes=3), in_dim=4)
     torch.testing.assert_close(default(features), default.net(features.pooled))
+
+
+def test_classification_head_attention_pooling_weighs_only_valid_tokens() -> None:
+    from omnifuse.config.heads import ClassificationHeadConfig
+    from omnifuse.heads.basic import build_classification
+
+    torch.manual_seed(0)
+    head = build_classification(ClassificationHeadConfig(num_classes=3, pooling="attention"), 8)
+    tokens = torch.randn(2, 5, 8)
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    out = head(EncoderOutput(tokens=tokens, mask=mask, pooled=torch.zeros(2, 8)))
+    assert out.shape == (2, 3)
+    # Padding and the pooled vector are not read.
+    changed = tokens.clone()
+    changed[0, 2:] = 100.0
+    again = head(EncoderOutput(tokens=changed, mask=mask, pooled=torch.ones(2, 8)))
+    torch.testing.assert_close(again, out)
+    # One distinct valid token: any attention weights give its value projection.
+    pool = head.pool
+    assert pool is not None
+    same = tokens[:, :1].expand(2, 5, 8)
+    value = pool.kv(pool.norm(same[:, 0]))[:, 8:]
+    expected = head.net(pool.out(value))
+    torch.testing.assert_close(head(EncoderOutput(same, None, torch.zeros(2, 8))), expected)
+    # The query learns: it gets a gradient.
+    out.sum().backward()
+    assert pool.query.grad is not None and pool.query.grad.abs().sum() > 0

@@ -19,11 +19,13 @@ class ClassificationHeadConfig(StrictModel):
     source: str = Field(default=FUSED, description="'fused' or a modality name.")
     hidden_dim: int | None = Field(default=None, gt=0, description="None = a single linear layer.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    pooling: Literal["pooled", "mean"] = Field(
+    pooling: Literal["pooled", "mean", "attention"] = Field(
         default="pooled",
         description="pooled: the source's pooled vector (a ViT's [CLS], the fused [CLS]); mean: "
         "the masked mean of the source's tokens, which leaves [CLS] to other heads (e.g. a "
-        "contrastive projection reading the same tower).",
+        "contrastive projection reading the same tower); attention: one learned query "
+        "attending over the source's tokens (also leaves [CLS] alone; weighs the tokens that "
+        "matter, e.g. the largest object's patches).",
     )
 
 
