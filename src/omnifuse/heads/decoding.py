@@ -197,8 +197,9 @@ def sample_search(
     for t in range(steps):
         logits = stepper(tokens[:, : t + 1]).float()  # (B, V)
         token = choose(logits).masked_fill(finished, ids.pad)  # (B,)
-        # log p(token) = logit - logsumexp: one reduction instead of a [B, V] log-softmax.
-        logp = logits.gather(1, token[:, None]).squeeze(1) - logits.logsumexp(dim=-1)
+        # A fused log-softmax and a gather: `logit - logsumexp` is the same number, but
+        # logsumexp runs about ten small kernels (max, inf handling, exp, sum, log) per step.
+        logp = logits.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
         scores += logp.masked_fill(finished, 0.0)
         tokens[:, t + 1] = token
         length = t + 1
