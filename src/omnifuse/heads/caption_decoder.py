@@ -164,7 +164,9 @@ class CaptionDecoder(nn.Module):
             self.pad_id,
         )
         stepper = DecoderStepper(self, fused, use_cache, static=True)
-        return greedy_search(stepper, fused.tokens.shape[0], ids, steps, fused.tokens.device).tokens
+        with torch.inference_mode():  # as in decoding.decode: less bookkeeping per operation
+            out = greedy_search(stepper, fused.tokens.shape[0], ids, steps, fused.tokens.device)
+        return out.tokens.clone()  # an ordinary tensor again
 
     def new_cache(self, static: bool = False) -> Cache:
         """Empty per-layer (self, cross) key/value caches for :meth:`step`.

