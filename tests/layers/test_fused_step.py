@@ -64,3 +64,20 @@ def test_fused_decoder_rejects_a_post_norm_stack() -> None:
     stack = TransformerStack(16, 1, 4, norm_first=False)
     with pytest.raises(ValueError, match="pre-norm TransformerBlocks only"):
         FusedDecoder.of(stack, nn.Linear(16, 11))
+
+
+def test_copies_built_under_inference_mode_serve_a_later_no_grad_run() -> None:
+    """``decode`` builds the copies under ``inference_mode``; the video prior and direct
+    ``step`` calls later use them under plain ``no_grad`` (inference tensors allow that)."""
+    stack, head = _decoder()
+    context = torch.randn(2, 7, 24)
+    with torch.inference_mode():
+        step = fused_decoder(stack, head)
+    x = torch.randn(2, STEPS, 16)
+    fused_cache, reference = stack.new_cache(STEPS), stack.new_cache(STEPS)
+    with torch.no_grad():
+        for i in range(STEPS):
+            got = step(x[:, i], fused_cache, context)
+            want = head(stack.step(x[:, i : i + 1], reference, context)[:, 0])
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    assert not got.is_inference()

@@ -6,7 +6,7 @@
 
 - every projection is ``torch.addmm(bias, x, weight_t)`` against a copy of its weight stored
   ``[in, out]`` contiguous. ``F.linear`` hands MKL a transposed view; at ``[16, 256] x [256, 768]``
-  that ran in 59 us against 38 us for the contiguous copy (9 against 14 us at batch 1), and the
+  that ran in 59 us against 38 us for the contiguous copy (14 against 9 us at batch 1), and the
   projections are about half of a step's time (docs/inference.md, "Where a step's time goes");
 - activations stay ``[B, dim]`` (no sequence axis to carry), residual adds happen in place on the
   projection's fresh output, and no module is called;
