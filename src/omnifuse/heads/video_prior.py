@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from omnifuse.config.video_generator import VideoPriorConfig
 from omnifuse.layers import TransformerStack
 from omnifuse.layers.attention import needed_mask
+from omnifuse.layers.fused_step import fused_decoder
 from omnifuse.layers.sampling import SamplingOptions, guide, sample_next
 from omnifuse.layers.transformer import LayerCache, steps_leanly
 from omnifuse.modalities.base import EncoderOutput
@@ -182,11 +183,10 @@ class VideoPrior(nn.Module):
     def step(self, inputs: Tensor, condition: EncoderOutput, cache: Cache, start: int) -> Tensor:
         """Logits ``[B, K]`` of code ``start`` from input ``[B, 1]`` at position ``start``, with
         ``cache`` holding positions ``0 .. start - 1`` (:meth:`logits` with the cache, through the
-        lean :meth:`TransformerStack.step <omnifuse.layers.TransformerStack.step>` in eval mode)."""
+        lean fused step, :func:`omnifuse.layers.fused_step.fused_decoder`, in eval mode)."""
         if not steps_leanly(self.decoder):
             return self.logits(inputs, condition, cache, start)[:, -1]
         # The condition's keys/values and mask are cached at the first step.
         mask = needed_mask(condition.mask) if start == 0 else None
-        hidden = self.decoder.step(self.embed(inputs, start), cache, condition.tokens, mask)
-        out: Tensor = self.head(hidden[:, -1])
-        return out
+        step = fused_decoder(self.decoder, self.head, check=start == 0)  # same as decoder.step
+        return step(self.embed(inputs, start)[:, -1], cache, condition.tokens, mask)
