@@ -194,7 +194,7 @@ class MultiHeadAttention(nn.Module):
         # A single query sits at the newest position and may see every key: no causal mask.
         return k, v, _attention_mask(b, n, s, s - n, key_mask, causal and n > 1, x.device)
 
-    def _cross_attention_inputs(
+    def cross_attention_inputs(
         self, context: Tensor, key_mask: Tensor | None, cache: KVCache | None
     ) -> tuple[Tensor, Tensor, AttentionMask | None]:
         """Keys/values of ``context`` and its mask, computed once per cache (the context never
@@ -236,7 +236,7 @@ class MultiHeadAttention(nn.Module):
         else:
             if isinstance(cache, StaticKVCache):
                 raise TypeError("a cross-attention cache is a KVCache, not a StaticKVCache")
-            k, v, mask = self._cross_attention_inputs(context, key_mask, cache)
+            k, v, mask = self.cross_attention_inputs(context, key_mask, cache)
         dropout = self.dropout if self.training else 0.0
         if mask is None:
             return self._merge(attend(q, k, v, None, dropout))
@@ -286,7 +286,7 @@ class MultiHeadAttention(nn.Module):
         """Cached cross-attention of one position: ``[B, 1, dim] -> [B, 1, dim]``; the context's
         keys/values (and mask) come from ``cache``, computed at the first step."""
         b = x.shape[0]
-        k, v, mask = self._cross_attention_inputs(context, key_mask, cache)
+        k, v, mask = self.cross_attention_inputs(context, key_mask, cache)
         q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(b, self.num_heads, 1, -1)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v)

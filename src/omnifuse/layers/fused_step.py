@@ -99,7 +99,7 @@ class _Cross:
             raise ValueError("this block has cross-attention and needs a `context`")
         # Keys/values and mask of the context: computed at the first step, then read from the
         # cache (which ignores the context argument, so later steps need not pass one).
-        k, v, mask = self.attention._cross_attention_inputs(
+        k, v, mask = self.attention.cross_attention_inputs(
             context if context is not None else x, context_mask, cross_cache
         )
         b = x.shape[0]
