@@ -11,13 +11,15 @@ resized), and decoding stops after the last sampled frame.
 Speed (a clip costs about one training step of a small model, so it matters; profile in
 docs/benchmarks.md): the container is opened once for its metadata and its frames; small frames
 are decoded on one codec thread (a thread pool per clip costs more CPU than it saves, and
-DataLoader workers already decode clips in parallel); frames go to PIL through ``to_ndarray``
-(cheaper than ``to_image``, same pixels); the float conversion and normalisation run once per
-clip on the stacked frames instead of once per frame.
+DataLoader workers already decode clips in parallel); frames are converted to RGB by one
+reused libswscale context per thread (``frame.to_image()`` builds a new one for every frame,
+which cost more than decoding the frame; same pixels); the float conversion and normalisation
+run once per clip on the stacked frames instead of once per frame.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 from torch import Tensor
 
@@ -48,6 +51,18 @@ frame as a uint8 ``[S, S, 3]`` array)."""
 THREADED_PIXELS = 640 * 480
 """Frames of at least this many pixels are decoded with FFmpeg's frame/slice threads; smaller
 ones on one thread (below this the pool's start-up per clip costs more CPU than it saves)."""
+
+
+_local = threading.local()
+
+
+def _to_rgb_array(frame: Any) -> np.ndarray[Any, Any]:
+    """A decoded frame as uint8 RGB ``[H, W, 3]``, through this thread's reformatter (it keeps
+    its libswscale context while the frame size and format stay the same)."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return np.asarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
 
 
 def uniform_indices(total: int, num: int) -> list[int]:
@@ -111,7 +126,7 @@ def _decode_from(
     try:
         for frame in container.decode(stream):
             if decoded in wanted:
-                frames.append(frame_fn(Image.fromarray(frame.to_ndarray(format="rgb24"))))
+                frames.append(frame_fn(Image.fromarray(_to_rgb_array(frame))))
             decoded += 1
             if decoded > last:
                 break
