@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,17 @@ def test_augmented_clip_is_bit_identical_to_the_per_frame_reference(tmp_path: Pa
     params = processor.transform.sample(48, 40, torch.Generator().manual_seed(5))
     assert params.jitter is not None  # jitter uses each frame's own grey level
     assert torch.equal(clip, reference_clip(path, processor, params))
+
+
+def _load_in_child(path: Path) -> tuple[int, ...]:
+    return tuple(make().load(path).shape)
+
+
+def test_a_forked_worker_decodes_after_the_parent_did(tmp_path: Path) -> None:
+    # DataLoader workers are forked after the main process decoded clips (e.g. an in-process
+    # validation loader): the child must not reuse the parent's libswscale state, whose
+    # threads do not exist in the child (it used to wait on them forever).
+    path = write_noise_clip(tmp_path / "noise.mp4")
+    make().load(path)  # the parent's converter now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_load_in_child, (path,)).get(timeout=60) == (8, 3, 32, 32)

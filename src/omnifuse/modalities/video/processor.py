@@ -19,6 +19,7 @@ run once per clip on the stacked frames instead of once per frame.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,13 +57,22 @@ ones on one thread (below this the pool's start-up per clip costs more CPU than 
 _local = threading.local()
 
 
+def _reformatter() -> VideoReformatter:
+    """This thread's reformatter, made anew in a forked child (DataLoader workers): one
+    inherited from the parent would hold the parent's libswscale state."""
+    held: tuple[int, VideoReformatter] | None = getattr(_local, "held", None)
+    if held is None or held[0] != os.getpid():
+        held = _local.held = (os.getpid(), VideoReformatter())
+    return held[1]
+
+
 def _to_rgb_array(frame: Any) -> np.ndarray[Any, Any]:
     """A decoded frame as uint8 RGB ``[H, W, 3]``, through this thread's reformatter (it keeps
-    its libswscale context while the frame size and format stay the same)."""
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    return np.asarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
+    its libswscale context while the frame size and format stay the same). One thread: a
+    libswscale slice-thread pool costs more than it saves on small frames, and its threads
+    would not survive a fork."""
+    rgb = _reformatter().reformat(frame, format="rgb24", threads=1)
+    return np.asarray(rgb.to_ndarray())
 
 
 def uniform_indices(total: int, num: int) -> list[int]:
