@@ -54,13 +54,19 @@ class DataConfig(StrictModel):
         "refused, so a dataset cannot make omnifuse read arbitrary files.",
     )
     batch_size: int = Field(default=16, gt=0)
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    num_workers: int = Field(
+        default=0,
+        ge=0,
+        description="DataLoader worker processes; they persist across epochs (and keep their "
+        "media cache), each reading a fixed share of a manifest's samples.",
+    )
     cache_mb: int = Field(
         default=0,
         ge=0,
-        description="Keep processed media (not text) in memory up to this many MiB per process, "
-        "so later epochs skip decoding; only loads without augmentation are cached. ~48 KiB per "
-        "64 px image, ~150 KiB per 6-s log-mel clip. 0 = off.",
+        description="Keep processed media (not text) in memory up to this many MiB per process "
+        "(each of num_workers workers: its 1/num_workers share), so later epochs skip decoding; "
+        "only loads without augmentation are cached. ~48 KiB per 64 px image, ~150 KiB per 6-s "
+        "log-mel clip. 0 = off.",
     )
     pin_memory: bool = Field(default=False, description="Pin batches in page-locked memory (GPU).")
     shuffle: bool = Field(default=True, description="Shuffle the training split every epoch.")

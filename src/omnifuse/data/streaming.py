@@ -2,14 +2,18 @@
 
 Every (rank, worker) pair is a *slot* that reads its own part of the data:
 
-* manifests (one sample per unit) are permuted per epoch with ``Random(seed, epoch)`` and dealt
-  round-robin to the slots;
+* manifests (one sample per unit) give each slot a fixed share (row ``i`` goes to slot
+  ``i % num_slots``), read in the order of a permutation drawn per epoch with
+  ``Random(seed, epoch)``: a worker decodes the same samples every epoch, so its share of the
+  media cache (``data.cache_mb``) serves every epoch after the first;
 * shard sets deal shards round-robin to the slots (a fixed assignment, so epoch lengths never
   change), each slot reads its shards in an order shuffled per ``(seed, epoch, slot)`` through a
   shuffle buffer seeded the same way; with fewer shards than slots every slot reads all shards
   and keeps every ``num_slots``-th sample.
 
-A slot's stream is therefore a pure function of ``(seed, epoch, rank, worker)``. The loader's
+A slot's stream is therefore a pure function of ``(seed, epoch, rank, worker)``. Worker processes
+persist across epochs (they keep their media cache); each epoch's :class:`EpochPlan` reaches them
+through a small shared-memory tensor (:class:`PlanBoard`). The loader's
 state is ``(epoch, samples consumed per worker, which worker is next)``: on resume each worker
 skips what it had consumed (before decoding media) and the workers are renumbered so that the
 DataLoader's round-robin continues where it stopped — the batches after a resume are exactly
@@ -33,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from omnifuse import distributed
 from omnifuse.data.bucketing import bucket_batches, sample_length, split_position, windows
 from omnifuse.data.collate import LoadedSample, collate_samples
-from omnifuse.data.decode import BadSamplePolicy, SampleDecoder
+from omnifuse.data.decode import MEDIA_CACHE, BadSamplePolicy, SampleDecoder
 from omnifuse.data.sources import RawSample, Source
 from omnifuse.faults import fault_point
 from omnifuse.modalities.base import MediaError
@@ -68,6 +72,35 @@ class EpochPlan:
     num_workers: int = 1
     rotation: int = 0
     starts: tuple[int, ...] = (0,)
+
+
+class PlanBoard:
+    """An :class:`EpochPlan` in shared memory, readable by worker processes started earlier.
+
+    Persistent workers hold the copy of the dataset made when they started, so an attribute set
+    in the main process afterwards never reaches them; the values of a shared tensor do. Layout
+    (int64): ``[epoch, rank, world_size, num_workers, rotation, *starts]``.
+
+    Args:
+        num_workers: Logical workers of the plans it will hold (fixes the tensor's size).
+    """
+
+    HEADER = 5
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self._values = torch.zeros(self.HEADER + num_workers, dtype=torch.long)
+        self._values.share_memory_()  # type: ignore[no-untyped-call]  # untyped in torch
+
+    def write(self, plan: EpochPlan) -> None:
+        """Publish ``plan`` (its ``num_workers`` must be the board's)."""
+        head = (plan.epoch, plan.rank, plan.world_size, plan.num_workers, plan.rotation)
+        self._values.copy_(torch.tensor([*head, *plan.starts], dtype=torch.long))
+
+    def read(self) -> EpochPlan:
+        """The plan last written."""
+        epoch, rank, world, workers, rotation, *starts = self._values.tolist()
+        return EpochPlan(epoch, rank, world, workers, rotation, tuple(starts))
 
 
 def _rng(*parts: object) -> random.Random:
@@ -147,7 +180,20 @@ class StreamingDataset(IterableDataset[Item]):
         self.policy = policy or BadSamplePolicy()
         self.even = even
         self.bucket = bucket
+        self._board = PlanBoard(1)
         self.plan = EpochPlan(epoch=0)
+
+    @property
+    def plan(self) -> EpochPlan:
+        """The epoch to iterate: set before ``iter()`` (also seen by persistent workers)."""
+        return self._board.read()
+
+    @plan.setter
+    def plan(self, plan: EpochPlan) -> None:
+        if plan.num_workers != self._board.num_workers:
+            # Only before workers start: a loader's worker count never changes after that.
+            self._board = PlanBoard(plan.num_workers)
+        self._board.write(plan)
 
     # --- planning (pure functions of the source sizes) -------------------------------------
 
@@ -195,7 +241,9 @@ class StreamingDataset(IterableDataset[Item]):
             if self.shuffle:
                 _rng(self.seed, epoch).shuffle(units)  # same order in every slot: a partition
             if self.source.per_sample:
-                stream = self._read(units[slot::num_slots])
+                # A fixed share, so that a worker's media cache holds the samples it reads in
+                # every epoch; only the order within the share changes.
+                stream = self._read([u for u in units if u % num_slots == slot])
             else:
                 stream = _strided(self._read(units), num_slots, slot)
         else:
@@ -321,6 +369,14 @@ def _meta(worker: int, position: int) -> Meta:
     return {"worker": worker, "position": position, "seen": 0, "bad": 0, "examples": []}
 
 
+def _share_media_cache(worker_id: int) -> None:
+    """Worker start-up: limit this worker's media cache to its share of ``data.cache_mb``
+    (each worker reads a fixed ``1 / num_workers`` of a manifest's samples)."""
+    info = get_worker_info()
+    if info is not None:
+        MEDIA_CACHE.limit_bytes //= info.num_workers
+
+
 def _identity(item: Any) -> Any:
     """No collation: workers already yield whole batches."""
     return item
@@ -358,6 +414,7 @@ class StreamingLoader:
         self.num_workers = num_workers
         self._rank, self._world = rank, world_size
         self.pin_memory = pin_memory
+        self._torch_loader: DataLoader[Item] | None = None
         self.epoch = 0
         self._started = self._finished = False
         self._positions = [0] * self.workers
@@ -381,26 +438,43 @@ class StreamingLoader:
         rank, world = self._ranks()
         return self.stream.num_batches(rank, world, self.workers)
 
-    def __iter__(self) -> Iterator[Batch]:
-        plan = self._begin()
-        self.stream.plan = plan
+    def _data_loader(self, epoch: int) -> DataLoader[Item]:
+        """The torch loader: one per epoch in-process; with workers, one for the loader's life,
+        its worker processes kept between epochs (``persistent_workers``), so each keeps its
+        share of the media cache and is not started again every epoch."""
+        if self._torch_loader is not None:
+            return self._torch_loader
         loader = DataLoader(
             self.stream,
             batch_size=None,
             num_workers=self.num_workers,
             collate_fn=_identity,
             pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_share_media_cache if self.num_workers > 0 else None,
             # A private generator: creating workers must not consume the global torch RNG.
-            generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, plan.epoch)),
+            generator=torch.Generator().manual_seed(sample_seed(self.stream.seed, epoch)),
         )
-        batches = iter(loader)  # starts the worker processes
-        fault_point("worker-start")
-        for batch, meta in batches:
-            self._account(meta)
-            if batch is not None:
-                self.batches += 1
-                self._next_worker = (meta["worker"] + 1) % self.workers
-                yield batch
+        if self.num_workers > 0:
+            self._torch_loader = loader
+        return loader
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is garbage-collected);
+        the next ``iter()`` starts new ones."""
+        self._torch_loader = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self._begin()
+        self.stream.plan = plan  # before iter(): (re)started workers read it from shared memory
+        try:
+            batches = iter(self._data_loader(plan.epoch))  # starts or resumes the workers
+            fault_point("worker-start")
+            yield from self._epoch(batches)
+        except Exception:
+            # A dead worker leaves the torch loader unusable: the next epoch starts new ones.
+            self.close()
+            raise
         self._finished = True
         self.stream.policy.check(self.bad_samples, self.seen_samples, self.bad_examples, True)
         if self.bad_samples:
@@ -410,6 +484,15 @@ class StreamingLoader:
                 self.bad_samples,
                 self.seen_samples,
             )
+
+    def _epoch(self, batches: Iterator[Item]) -> Iterator[Batch]:
+        """The batches of one epoch, accounted for in the loader's state."""
+        for batch, meta in batches:
+            self._account(meta)
+            if batch is not None:
+                self.batches += 1
+                self._next_worker = (meta["worker"] + 1) % self.workers
+                yield batch
 
     def _begin(self) -> EpochPlan:
         """The plan of the epoch ``iter()`` starts: the rest of a loaded one, or the next one."""

@@ -127,3 +127,14 @@ def test_spec_augment_with_zero_masks_is_identity() -> None:
     features = torch.randn(20, 8)
     config = SpecAugmentConfig(enabled=True, freq_masks=0, time_masks=0)
     assert torch.equal(spec_augment(features, config), features)
+
+
+@pytest.mark.parametrize("samples", [201, 16000, 16123])
+def test_full_length_reflect_pad_equals_the_per_row_gather(samples: int) -> None:
+    # Without lengths the features take plain reflect padding; with lengths, the per-row
+    # gather: the same samples, so bit-identical features.
+    log_mel = LogMelSpectrogram(16000, 400, 160, 64)
+    wave = torch.from_numpy(_tone(samples / 16000, 16000))[None]
+    fast = log_mel(wave)["features"]
+    gathered = log_mel(wave, torch.tensor([samples]))["features"]
+    assert torch.equal(fast, gathered)

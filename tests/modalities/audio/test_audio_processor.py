@@ -158,3 +158,20 @@ def test_collate_pads_with_zeros_and_masks(processor: AudioProcessor) -> None:
         processor.collate([torch.randn(4, 32)])
     with pytest.raises(ValueError, match="empty"):
         processor.collate([])
+
+
+def test_mono_files_read_as_one_channel_equal_the_channel_mean(
+    processor: AudioProcessor, tmp_path: Path
+) -> None:
+    # soundfile reads mono as [S, 1]; taking the channel must equal the mean reduction.
+    pcm = (_tone(1.0, 16000) * 32767).astype(np.int16)
+    path = tmp_path / "mono.wav"
+    sf.write(path, pcm, 16000, subtype="PCM_16")
+    reference = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    assert torch.equal(processor.load_waveform(path), torch.from_numpy(reference))
+    column, row = pcm[:, None], pcm[None, :]  # both layouts of a one-channel array
+    for layout in (column, row):
+        assert torch.equal(
+            processor.load_waveform((layout, 16000)),
+            processor.load_waveform((pcm.astype(np.float32) / 32768.0, 16000)),
+        )

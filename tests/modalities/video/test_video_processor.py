@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def test_overcounted_metadata_falls_back_to_real_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_index_clip(tmp_path / "index.mp4", frames=12)
-    monkeypatch.setattr(video_processor, "count_frames", lambda _: 20)
+    monkeypatch.setattr(video_processor, "metadata_frames", lambda _: 20)
     assert frame_indices(make(raw_pixels=True).load(path)) == [0, 2, 3, 5, 6, 8, 9, 11]
 
 
@@ -186,3 +187,62 @@ def test_decode_video_function_direct(tmp_path: Path) -> None:
     path = write_index_clip(tmp_path / "index.mp4", frames=6)
     frames = decode_video(path, 3, lambda image: torch.tensor(np.asarray(image)).float().mean())
     assert [round((float(f) - 10) / STEP) for f in frames] == [1, 3, 5]
+
+
+def write_noise_clip(path: Path, frames: int = 10, width: int = 48, height: int = 40) -> Path:
+    """A clip of random RGB noise: every pixel and every resize tap matters."""
+    rng = np.random.default_rng(3)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def reference_clip(path: Path, processor: VideoProcessor, params: Any = None) -> torch.Tensor:
+    """The straightforward computation: decode every frame with ``to_image``, keep the uniform
+    indices, transform each frame on its own (resize, crop, to float, jitter, normalise)."""
+    with av.open(str(path)) as container:
+        images = [frame.to_image() for frame in container.decode(video=0)]
+    indices = uniform_indices(len(images), processor.num_frames)
+    return torch.stack([processor.transform(images[i], params) for i in indices])
+
+
+def test_fast_path_is_bit_identical_to_the_per_frame_reference(tmp_path: Path) -> None:
+    path = write_noise_clip(tmp_path / "noise.mp4")
+    for num_frames, image_size, resize in ((4, 32, None), (8, 24, 36)):
+        config = VideoProcessorConfig(
+            num_frames=num_frames, image_size=image_size, resize_size=resize
+        )
+        processor = VideoProcessor(config)
+        assert torch.equal(processor.load(path), reference_clip(path, processor))
+
+
+def test_augmented_clip_is_bit_identical_to_the_per_frame_reference(tmp_path: Path) -> None:
+    path = write_noise_clip(tmp_path / "noise.mp4")
+    augment = {"enabled": True, "hflip": True, "color_jitter": 0.4}
+    config = VideoProcessorConfig(num_frames=4, image_size=32, augment=augment)
+    processor = VideoProcessor(config, generator=torch.Generator().manual_seed(5)).train()
+    clip = processor.load(path)
+    params = processor.transform.sample(48, 40, torch.Generator().manual_seed(5))
+    assert params.jitter is not None  # jitter uses each frame's own grey level
+    assert torch.equal(clip, reference_clip(path, processor, params))
+
+
+def _load_in_child(path: Path) -> tuple[int, ...]:
+    return tuple(make().load(path).shape)
+
+
+def test_a_forked_worker_decodes_after_the_parent_did(tmp_path: Path) -> None:
+    # DataLoader workers are forked after the main process decoded clips (e.g. an in-process
+    # validation loader): the child must not reuse the parent's libswscale state, whose
+    # threads do not exist in the child (it used to wait on them forever).
+    path = write_noise_clip(tmp_path / "noise.mp4")
+    make().load(path)  # the parent's converter now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_load_in_child, (path,)).get(timeout=60) == (8, 3, 32, 32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.audio_utils import mel_filter_bank
 
@@ -130,9 +131,9 @@ class LogMelSpectrogram(nn.Module):
             raise ValueError(
                 f"{total} samples give no frame: need at least hop_length={self.hop_length}"
             )
+        full = lengths is None
         lengths = self._check_lengths(lengths, batch, total, waveforms.device)
-        index = reflect_index(lengths, total, self.n_fft // 2)
-        padded = waveforms.float().gather(1, index)  # (B, S + n_fft)
+        padded = self._reflect_pad(waveforms.float(), lengths, full)  # (B, S + n_fft)
         spec = torch.stft(
             padded,
             self.n_fft,
@@ -147,6 +148,16 @@ class LogMelSpectrogram(nn.Module):
         mask = positions[None, :] < (lengths // self.hop_length)[:, None]
         features = whisper_log_scale(mel, mask).masked_fill(~mask[..., None], 0.0)
         return {"features": features, "mask": mask}
+
+    def _reflect_pad(self, waveforms: Tensor, lengths: Tensor, full: bool) -> Tensor:
+        """``[B, S] -> [B, S + n_fft]``: each row reflect-padded by ``n_fft // 2`` at its own
+        ends (:func:`reflect_index`)."""
+        pad = self.n_fft // 2
+        if full and waveforms.shape[1] > pad:
+            # Every row at full length (one clip, as the processor computes it): plain reflect
+            # padding gives the same samples as the per-row gather, without building indices.
+            return F.pad(waveforms[:, None], (pad, pad), mode="reflect")[:, 0]
+        return waveforms.gather(1, reflect_index(lengths, waveforms.shape[1], pad))
 
     @staticmethod
     def _check_lengths(

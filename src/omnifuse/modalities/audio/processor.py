@@ -46,6 +46,10 @@ def _mixdown(samples: npt.NDArray[Any], source: str) -> Waveform:
     if samples.ndim != 2:
         raise MediaError(source, f"expected samples [S] or [S, C], got shape {samples.shape}")
     channel_axis = 1 if samples.shape[1] <= samples.shape[0] else 0
+    if samples.shape[channel_axis] == 1:
+        # Mono as [S, 1] (how soundfile reads every mono file): the mean of one channel is
+        # that channel, without a reduction pass over the clip.
+        return _to_float(np.take(samples, 0, axis=channel_axis))
     return np.asarray(_to_float(samples).mean(axis=channel_axis), dtype=np.float32)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,14 +133,15 @@ def random_resized_crop_box(
     return (left, top, left + crop_w, top + crop_h)
 
 
-def to_tensor(image: Image.Image) -> Tensor:
-    """RGB PIL image -> ``[3, H, W]`` float32 in [0, 1]."""
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8))  # (H, W, 3)
-    return pixels.permute(2, 0, 1).float() / 255.0
+def to_tensor(image: Image.Image | np.ndarray[Any, Any]) -> Tensor:
+    """RGB PIL image or uint8 ``[..., H, W, 3]`` array -> ``[..., 3, H, W]`` float32 in [0, 1]
+    (a stack of frames converts in one call)."""
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8))  # (..., H, W, 3)
+    return pixels.movedim(-1, -3).float() / 255.0
 
 
 def normalize(pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """``(pixels - mean) / std`` per channel; ``[3, H, W] -> [3, H, W]``."""
+    """``(pixels - mean) / std`` per channel; ``[..., 3, H, W] -> [..., 3, H, W]``."""
     mean_t = torch.tensor(mean, dtype=pixels.dtype).view(-1, 1, 1)
     std_t = torch.tensor(std, dtype=pixels.dtype).view(-1, 1, 1)
     return (pixels - mean_t) / std_t
@@ -200,15 +202,34 @@ class FrameTransform:
 
     def __call__(self, image: Image.Image, params: AugmentParams | None = None) -> Tensor:
         """Transform one RGB image. Returns ``[3, image_size, image_size]``."""
+        return self.finish(to_tensor(self.geometry(image, params)), params)
+
+    def geometry(self, image: Image.Image, params: AugmentParams | None = None) -> Image.Image:
+        """The pixel-moving part, in PIL: resize + crop (+ flip). Returns an
+        ``image_size x image_size`` RGB image."""
         if params is None:
             image = resize_shorter(trim_aspect(image), self.resize_size)
-            image = center_crop(image, self.image_size)
-            return normalize(to_tensor(image), self.config.mean, self.config.std)
+            return center_crop(image, self.image_size)
         size = (self.image_size, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC, box=params.box)
         if params.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        pixels = to_tensor(image)
-        if params.jitter is not None:
-            pixels = color_jitter(pixels, params.jitter)
+        return image
+
+    def finish(self, pixels: Tensor, params: AugmentParams | None = None) -> Tensor:
+        """Colour jitter (if drawn) and normalisation of :meth:`geometry`'s output as floats.
+
+        Args:
+            pixels: ``[3, S, S]`` in [0, 1], or a clip's frames ``[T, 3, S, S]`` (one tensor
+                op for the clip; jitter still uses each frame's own mean grey level).
+
+        Returns:
+            The same shape, normalised with ``mean``/``std``.
+        """
+        if params is not None and params.jitter is not None:
+            jitter = params.jitter
+            if pixels.dim() == 4:
+                pixels = torch.stack([color_jitter(frame, jitter) for frame in pixels])
+            else:
+                pixels = color_jitter(pixels, jitter)
         return normalize(pixels, self.config.mean, self.config.std)

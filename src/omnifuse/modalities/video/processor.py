@@ -7,28 +7,72 @@ augmentation draw per clip so that all frames of a clip are cropped/flipped alik
 
 Memory: frames are decoded in order and only the sampled ones are converted and kept (already
 resized), and decoding stops after the last sampled frame.
+
+Speed (a clip costs about one training step of a small model, so it matters; profile in
+docs/benchmarks.md): the container is opened once for its metadata and its frames; small frames
+are decoded on one codec thread (a thread pool per clip costs more CPU than it saves, and
+DataLoader workers already decode clips in parallel); frames are converted to RGB by one
+reused libswscale context per thread (``frame.to_image()`` builds a new one for every frame,
+which cost more than decoding the frame; same pixels); the float conversion and normalisation
+run once per clip on the stacked frames instead of once per frame.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 from torch import Tensor
 
 from omnifuse.config.video import TubeletViTConfig, VideoProcessorConfig
 from omnifuse.modalities.base import MediaError, Processor
 from omnifuse.modalities.image.processor import ARRAY_SOURCE, image_from_array
-from omnifuse.modalities.image.transforms import AugmentParams, FrameTransform, to_rgb
+from omnifuse.modalities.image.transforms import (
+    AugmentParams,
+    FrameTransform,
+    to_rgb,
+    to_tensor,
+)
 
-FrameFn = Callable[[Image.Image], Tensor]
-"""One decoded frame -> ``[3, S, S]``."""
+FrameT = TypeVar("FrameT")
+
+FrameFn = Callable[[Image.Image], FrameT]
+"""One decoded RGB frame -> what the caller keeps of it (the processor: the resized, cropped
+frame as a uint8 ``[S, S, 3]`` array)."""
+
+THREADED_PIXELS = 640 * 480
+"""Frames of at least this many pixels are decoded with FFmpeg's frame/slice threads; smaller
+ones on one thread (below this the pool's start-up per clip costs more CPU than it saves)."""
+
+
+_local = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's reformatter, made anew in a forked child (DataLoader workers): one
+    inherited from the parent would hold the parent's libswscale state."""
+    held: tuple[int, VideoReformatter] | None = getattr(_local, "held", None)
+    if held is None or held[0] != os.getpid():
+        held = _local.held = (os.getpid(), VideoReformatter())
+    return held[1]
+
+
+def _to_rgb_array(frame: Any) -> np.ndarray[Any, Any]:
+    """A decoded frame as uint8 RGB ``[H, W, 3]``, through this thread's reformatter (it keeps
+    its libswscale context while the frame size and format stay the same). One thread: a
+    libswscale slice-thread pool costs more than it saves on small frames, and its threads
+    would not survive a fork."""
+    rgb = _reformatter().reformat(frame, format="rgb24", threads=1)
+    return np.asarray(rgb.to_ndarray())
 
 
 def uniform_indices(total: int, num: int) -> list[int]:
@@ -58,36 +102,55 @@ def _open(path: Path) -> Any:
     return container
 
 
+def metadata_frames(stream: Any) -> int:
+    """The frame count a stream's container metadata states (0 when it states none)."""
+    return max(0, int(stream.frames))
+
+
 def count_frames(path: Path) -> int:
     """Frames in the first video stream: container metadata, else a demux-only packet count."""
     with _open(path) as container:
         stream = container.streams.video[0]
-        if stream.frames > 0:
-            return int(stream.frames)
+        if metadata_frames(stream) > 0:
+            return metadata_frames(stream)
         try:  # e.g. WebM/MKV carry no frame count; demuxing is cheap, decoding is not
             return sum(1 for packet in container.demux(stream) if packet.size > 0)
         except av.error.FFmpegError as err:
             raise MediaError(path, f"cannot read video packets: {err}") from None
 
 
-def _decode(path: Path, indices: Sequence[int], frame_fn: FrameFn) -> tuple[list[Tensor], int]:
-    """Transform the frames at ``indices``; also return how many frames were decoded."""
+def _decode_from(
+    container: Any, path: Path, indices: Sequence[int], frame_fn: FrameFn[FrameT]
+) -> tuple[list[FrameT], int]:
+    """The frames at ``indices`` of an open container through ``frame_fn``, and how many
+    frames were decoded (decoding stops after the last index)."""
     wanted, last = set(indices), max(indices, default=-1)
-    frames: list[Tensor] = []
+    frames: list[FrameT] = []
     decoded = 0
-    with _open(path) as container:
-        stream = container.streams.video[0]
+    stream = container.streams.video[0]
+    width, height = _size(stream)
+    if width * height < THREADED_PIXELS:
+        stream.thread_count = 1
+    else:
         stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                if decoded in wanted:
-                    frames.append(frame_fn(frame.to_image()))
-                decoded += 1
-                if decoded > last:
-                    break
-        except av.error.FFmpegError as err:
-            raise MediaError(path, f"cannot decode video frame {decoded}: {err}") from None
+    try:
+        for frame in container.decode(stream):
+            if decoded in wanted:
+                frames.append(frame_fn(Image.fromarray(_to_rgb_array(frame))))
+            decoded += 1
+            if decoded > last:
+                break
+    except av.error.FFmpegError as err:
+        raise MediaError(path, f"cannot decode video frame {decoded}: {err}") from None
     return frames, decoded
+
+
+def _decode(
+    path: Path, indices: Sequence[int], frame_fn: FrameFn[FrameT]
+) -> tuple[list[FrameT], int]:
+    """Transform the frames at ``indices``; also return how many frames were decoded."""
+    with _open(path) as container:
+        return _decode_from(container, path, indices, frame_fn)
 
 
 @dataclass(frozen=True)
@@ -122,19 +185,18 @@ class VideoLimits:
             )
 
 
-def stream_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of the first video stream from its metadata (nothing decoded); 0
-    when the metadata does not say."""
-    with _open(path) as container:
-        # A damaged header can leave no codec context: size unknown (0), decoding then fails
-        # with its own error.
-        context = container.streams.video[0].codec_context
-        return int(getattr(context, "width", 0) or 0), int(getattr(context, "height", 0) or 0)
+def _size(stream: Any) -> tuple[int, int]:
+    """``(width, height)`` of a video stream from its metadata (nothing decoded); 0 when the
+    metadata does not say."""
+    # A damaged header can leave no codec context: size unknown (0), decoding then fails with
+    # its own error.
+    context = stream.codec_context
+    return int(getattr(context, "width", 0) or 0), int(getattr(context, "height", 0) or 0)
 
 
 def decode_video(
-    path: str | Path, num_frames: int, frame_fn: FrameFn, limits: VideoLimits | None = None
-) -> list[Tensor]:
+    path: str | Path, num_frames: int, frame_fn: FrameFn[FrameT], limits: VideoLimits | None = None
+) -> list[FrameT]:
     """Uniformly sample up to ``num_frames`` frames of a video file, each through ``frame_fn``.
 
     Raises:
@@ -143,11 +205,15 @@ def decode_video(
     """
     path = Path(path)
     limits = VideoLimits() if limits is None else limits
-    limits.check_size(path, *stream_size(path))
-    total = count_frames(path)
-    limits.check_frames(path, total)
-    indices = uniform_indices(total, num_frames)
-    frames, decoded = _decode(path, indices, frame_fn)
+    with _open(path) as container:  # one open for the metadata checks and the frames
+        stream = container.streams.video[0]
+        limits.check_size(path, *_size(stream))
+        # Without a stated count, count packets in a second open: demuxing here would consume
+        # the stream before its frames are decoded.
+        total = metadata_frames(stream) or count_frames(path)
+        limits.check_frames(path, total)
+        indices = uniform_indices(total, num_frames)
+        frames, decoded = _decode_from(container, path, indices, frame_fn)
     if len(frames) < len(indices) and decoded > 0:
         # The metadata promised more frames than the stream holds: sample the real count.
         frames, _ = _decode(path, uniform_indices(decoded, num_frames), frame_fn)
@@ -159,9 +225,9 @@ def decode_video(
 def frames_from_array(
     array: np.ndarray[Any, Any],
     num_frames: int,
-    frame_fn: FrameFn,
+    frame_fn: FrameFn[FrameT],
     limits: VideoLimits | None = None,
-) -> list[Tensor]:
+) -> list[FrameT]:
     """Uniformly sample a uint8 ``[T, H, W, 3]`` array, each frame through ``frame_fn``."""
     if array.ndim != 4 or array.shape[0] == 0:
         raise MediaError(
@@ -202,17 +268,18 @@ class VideoProcessor(Processor[Tensor]):
         """Whether :meth:`load` applies random augmentation now."""
         return self.training and self.config.augment.enabled
 
-    def _clip_transform(self) -> FrameFn:
-        """A frame function that draws augmentation once, at the clip's first frame."""
+    def _clip_transform(self) -> tuple[FrameFn[np.ndarray[Any, Any]], list[AugmentParams]]:
+        """A frame function (the geometric transform, to uint8 ``[S, S, 3]``) that draws
+        augmentation once, at the clip's first frame, into the returned list."""
         drawn: list[AugmentParams] = []
 
-        def apply(image: Image.Image) -> Tensor:
+        def apply(image: Image.Image) -> np.ndarray[Any, Any]:
             image = to_rgb(image)
             if self.augmenting and not drawn:
                 drawn.append(self.transform.sample(image.width, image.height, self.generator))
-            return self.transform(image, drawn[0] if drawn else None)
+            return np.asarray(self.transform.geometry(image, drawn[0] if drawn else None))
 
-        return apply
+        return apply, drawn
 
     def load(self, raw: str | Path | np.ndarray[Any, Any]) -> Tensor:
         """One video (path or uint8 ``[T, H, W, 3]`` array) -> ``[t, 3, S, S]``, t <= num_frames.
@@ -220,16 +287,18 @@ class VideoProcessor(Processor[Tensor]):
         Raises:
             MediaError: the input cannot be decoded (names the path).
         """
+        frame_fn, drawn = self._clip_transform()
         if isinstance(raw, str | Path):
-            frames = decode_video(raw, self.num_frames, self._clip_transform(), self.limits)
+            frames = decode_video(raw, self.num_frames, frame_fn, self.limits)
         elif isinstance(raw, np.ndarray):
-            frames = frames_from_array(raw, self.num_frames, self._clip_transform(), self.limits)
+            frames = frames_from_array(raw, self.num_frames, frame_fn, self.limits)
         else:
             raise TypeError(
                 f"cannot load a video from {type(raw).__name__}; "
                 "valid inputs: a path or a uint8 [T, H, W, 3] numpy array"
             )
-        return torch.stack(frames)
+        # One float conversion and normalisation for the clip: [t, S, S, 3] -> [t, 3, S, S].
+        return self.transform.finish(to_tensor(np.stack(frames)), drawn[0] if drawn else None)
 
     def collate(self, samples: Sequence[Tensor]) -> dict[str, Tensor]:
         """``[t_i, 3, S, S]`` clips -> padded ``pixel_values`` ``[B, T, 3, S, S]`` and
