@@ -1,4 +1,4 @@
-"""``data.alternatives``: training draws a field from its list of alternatives, seeded per sample."""
+"""``data.alternatives``: training draws a field from its list of alternatives (seeded)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_the_text_input_can_be_drawn_too() -> None:
 def test_an_empty_list_keeps_the_stored_value_and_a_string_is_an_error() -> None:
     decoder = _decoder(training=True)
     assert decoder.decode(_raw([]), seed=0).targets["caption"] == "a red circle"
-    with pytest.raises(MediaError, match=r"'captions' \(alternatives to 'caption'\) must be a list"):
+    with pytest.raises(MediaError, match=r"'captions' \(alternatives to 'caption'\) must be a"):
         decoder.decode(_raw("one circle"), seed=0)
 
 
