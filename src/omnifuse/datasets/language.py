@@ -363,7 +363,8 @@ def make_questions(
     a question already drawn or listed in ``exclude`` (the row's own question) is drawn again,
     at most ``8 * count`` draws in all: a one-object scene supports few distinct questions.
     """
-    seen, found = set(exclude), []
+    seen = set(exclude)
+    found: list[tuple[str, str, str]] = []
     for _ in range(8 * count):
         if len(found) >= count:
             break
