@@ -419,7 +419,8 @@ def test_questions_option_writes_vqa_manifests_and_changes_nothing_else(
     by_id = {row["id"]: row for row in all_rows(world)}
     for split in ("train", "val", "test"):
         vqa = rows[f"{split}_vqa"]
-        assert card["splits"][f"{split}_vqa"] == {"manifest": f"{split}_vqa.jsonl", "size": len(vqa)}
+        manifest = {"manifest": f"{split}_vqa.jsonl", "size": len(vqa)}
+        assert card["splits"][f"{split}_vqa"] == manifest
         assert {row["id"].rsplit("-", 1)[0] for row in vqa} == {row["id"] for row in rows[split]}
         for row in vqa:
             scene_row = by_id[row["id"].rsplit("-", 1)[0]]
