@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import runpy
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -438,6 +440,18 @@ def test_questions_option_writes_vqa_manifests_and_changes_nothing_else(
     assert shapesworld.vqa_rows(first, 0, shapesworld.row_index(first["id"]), 3) == [
         row for row in rows["train_vqa"] if row["id"].startswith(f"{first['id']}-")
     ]
+
+
+def test_vqa_questions_script_rebuilds_the_generators_manifest(
+    world: Path, generated: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "vqa_questions.py"
+    out = tmp_path / "train_vqa.jsonl"
+    argv = [str(script), str(world / "train.jsonl"), "--count", "3", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")  # the dataset without the option
+    expected = generated("shapesworld", SIZE, workers=1, questions=3) / "train_vqa.jsonl"
+    assert out.read_bytes() == expected.read_bytes()
 
 
 def test_vqa_manifests_pass_the_data_layer_check(generated: Callable[..., Path]) -> None:
