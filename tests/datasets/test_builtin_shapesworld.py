@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import runpy
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from omnifuse.datasets.language import (
     ANSWERS,
     make_captions,
     make_question,
+    make_questions,
     retrieval_ceiling,
 )
 from omnifuse.datasets.render import COLOURS, SHAPES
@@ -360,6 +363,23 @@ def test_yes_no_answers_are_balanced() -> None:
     assert 0.4 < yes / (yes + no) < 0.6
 
 
+def test_extra_questions_are_distinct_and_right_for_the_scene() -> None:
+    types: Counter[str] = Counter()
+    for index in range(200):
+        rng = sample_rng(4, index)
+        scene = sample_scene(rng)
+        own = make_question(scene, rng)[0]
+        extra = make_questions(scene, rng, 6, exclude=(own,))
+        questions = [question for question, _, _ in extra]
+        assert len(set(questions)) == len(questions) and own not in questions
+        assert 1 <= len(extra) <= 6
+        for question, answer, question_type in extra:
+            assert answer == _expected_answer(question, _objects(scene)), question
+            types[question_type] += 1
+    assert set(types) == {"existence", "count", "attribute", "spatial", "comparison"}
+    assert sum(types.values()) > 190 * 6  # nearly every scene supports six more questions
+
+
 def test_spatial_relations_are_clear_not_borderline() -> None:
     for index in range(200):
         rng = sample_rng(2, index)
@@ -390,13 +410,76 @@ def test_media_are_optional_by_field_presence(world: Path, generated: Callable[.
         assert ("video_caption" in row) == ("video" in row)
 
 
+def test_questions_option_writes_vqa_manifests_and_changes_nothing_else(
+    world: Path, generated: Callable[..., Path]
+) -> None:
+    root = generated("shapesworld", SIZE, workers=1, questions=3)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):  # own stream: rows unchanged
+        assert (root / name).read_bytes() == (world / name).read_bytes(), name
+    card, rows = read_card(root), read_rows(root)
+    assert card["generator"]["questions"] == 3
+    by_id = {row["id"]: row for row in all_rows(world)}
+    for split in ("train", "val", "test"):
+        vqa = rows[f"{split}_vqa"]
+        manifest = {"manifest": f"{split}_vqa.jsonl", "size": len(vqa)}
+        assert card["splits"][f"{split}_vqa"] == manifest
+        assert {row["id"].rsplit("-", 1)[0] for row in vqa} == {row["id"] for row in rows[split]}
+        for row in vqa:
+            scene_row = by_id[row["id"].rsplit("-", 1)[0]]
+            assert set(row) == set(shapesworld.VQA_FIELDS)
+            assert (row["image"], row["scene"]) == (scene_row["image"], scene_row["scene"])
+            objects = _objects(Scene(parse_scene(row["scene"])))
+            assert row["answer"] == _expected_answer(row["question"], objects), row
+    own = [row for row in all_rows(root) if row["id"].endswith("-q0")]
+    assert [(r["question"], r["answer"]) for r in own] == [
+        (by_id[r["id"][:-3]]["question"], by_id[r["id"][:-3]]["answer"]) for r in own
+    ]
+    assert len(all_rows(root)) > SIZE * 4 * 0.9  # the scene row + (own + 3 extra) per scene
+    # the script's path, from a manifest row alone, gives exactly the generator's rows
+    first = rows["train"][0]
+    assert shapesworld.vqa_rows(first, 0, shapesworld.row_index(first["id"]), 3) == [
+        row for row in rows["train_vqa"] if row["id"].startswith(f"{first['id']}-")
+    ]
+
+
+def test_vqa_questions_script_rebuilds_the_generators_manifest(
+    world: Path, generated: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "vqa_questions.py"
+    out = tmp_path / "train_vqa.jsonl"
+    argv = [str(script), str(world / "train.jsonl"), "--count", "3", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")  # the dataset without the option
+    expected = generated("shapesworld", SIZE, workers=1, questions=3) / "train_vqa.jsonl"
+    assert out.read_bytes() == expected.read_bytes()
+
+
+def test_vqa_manifests_pass_the_data_layer_check(generated: Callable[..., Path]) -> None:
+    from omnifuse.data.check import check_dataset
+
+    root = generated("shapesworld", SIZE, workers=1, questions=3)
+    report = check_dataset(root)
+    assert report.ok, report.problems[:5]
+    assert report.rows == len(all_rows(root))
+
+
 def test_bad_options_name_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="valid: modalities, missing, workers, flite"):
+    with pytest.raises(ValueError, match="valid: modalities, missing, workers, flite, questions"):
         make("shapesworld", tmp_path, size=2, progress=False, colours=3)
     with pytest.raises(ValueError, match="valid: image, audio, video"):
         make("shapesworld", tmp_path, size=2, progress=False, modalities=("text",))
     with pytest.raises(ValueError, match=r"missing=1.0 must be in \[0, 1\)"):
         make("shapesworld", tmp_path, size=2, progress=False, missing=1.0)
+    with pytest.raises(ValueError, match=r"questions=-1 must be an integer >= 0"):
+        make("shapesworld", tmp_path, size=2, progress=False, questions=-1)
+    with pytest.raises(ValueError, match=r"questions='8' must be an integer >= 0"):
+        make("shapesworld", tmp_path, size=2, progress=False, questions="8")
+
+
+def test_row_index_inverts_row_id() -> None:
+    assert shapesworld.row_index(shapesworld.row_id(17)) == 17
+    with pytest.raises(ValueError, match="bad shapesworld id 'em-0001'"):
+        shapesworld.row_index("em-0001")
 
 
 def test_scene_text_round_trips() -> None:

@@ -1,4 +1,4 @@
-"""ShapesWorld language: varied captions and one VQA triple per scene.
+"""ShapesWorld language: varied captions and VQA triples per scene.
 
 Captions come from several templates with synonyms, word-order and detail variations. They all
 name the scene's main (largest) object first, so its colour is the first colour word of every
@@ -6,7 +6,8 @@ caption: the ``topic`` target is learnable from the caption text alone.
 
 Questions: five types (existence, count, attribute, spatial, comparison). For yes/no forms the
 answer is drawn first (50/50) and a question with that answer is built, so the question text
-alone does not reveal the answer.
+alone does not reveal the answer. :func:`make_question` draws a scene's one question;
+:func:`make_questions` draws extra distinct ones (the ``questions`` option of the generator).
 """
 
 from __future__ import annotations
@@ -351,3 +352,24 @@ def make_question(scene: Scene, rng: np.random.Generator) -> tuple[str, str, str
         if qa is not None:
             return qa[0], qa[1], qtype
     raise RuntimeError(f"no question fits scene {scene.describe()!r}")  # count always fits
+
+
+def make_questions(
+    scene: Scene, rng: np.random.Generator, count: int, exclude: Sequence[str] = ()
+) -> list[tuple[str, str, str]]:
+    """Up to ``count`` distinct ``(question, answer, question_type)`` triples about ``scene``.
+
+    Each is drawn by :func:`make_question`, so types and yes/no answers keep its distribution;
+    a question already drawn or listed in ``exclude`` (the row's own question) is drawn again,
+    at most ``8 * count`` draws in all: a one-object scene supports few distinct questions.
+    """
+    seen = set(exclude)
+    found: list[tuple[str, str, str]] = []
+    for _ in range(8 * count):
+        if len(found) >= count:
+            break
+        triple = make_question(scene, rng)
+        if triple[0] not in seen:
+            seen.add(triple[0])
+            found.append(triple)
+    return found

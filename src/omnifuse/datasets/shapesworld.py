@@ -4,7 +4,9 @@ Every row holds a 64x64 PNG scene of 1-4 shapes, its captions, one VQA triple, a
 (shape of the largest object), a text label (colour of the largest object, the first colour
 named in every caption), the caption spoken by a random voice, and an independent 8-frame clip
 of one or two moving shapes. The image/audio/video media are optional per row (by field
-presence): see the ``modalities`` and ``missing`` options of :func:`generate`.
+presence): see the ``modalities`` and ``missing`` options of :func:`generate`. With
+``questions=N`` each split also gets ``<split>_vqa.jsonl``, N more questions per scene
+(:func:`vqa_rows`).
 """
 
 from __future__ import annotations
@@ -37,16 +39,17 @@ from omnifuse.datasets.language import (
     QUESTION_TYPES,
     make_captions,
     make_question,
+    make_questions,
 )
 from omnifuse.datasets.render import COLOURS, SHAPES, Sprite, draw, write_mp4
-from omnifuse.datasets.scenes import IMAGE_SIZE, sample_scene
+from omnifuse.datasets.scenes import IMAGE_SIZE, Scene, parse_scene, sample_scene
 
 NAME = "shapesworld"
 VERSION = "1.2"  # 1.2: the first caption names every object and where the main one is
 # (1.1: the main object is >= MAIN_MARGIN px larger than any other)
 DEFAULT_SIZE = 5000
 MEDIA = ("image", "audio", "video")
-OPTIONS = ("modalities", "missing", "workers", "flite")
+OPTIONS = ("modalities", "missing", "workers", "flite", "questions")
 DIRECTIONS: dict[str, tuple[int, int]] = {
     "left": (-1, 0),
     "right": (1, 0),
@@ -62,8 +65,13 @@ DESCRIPTION = (
     "(label), text classification (topic), speech (audio, transcript, voice) and motion clips "
     "(video, video_caption, motion, video_label, video_colour)."
 )
-# Independent random streams per sample, so turning a modality off changes nothing else.
-_SCENE, _VOICE, _VIDEO, _DROP = range(4)
+# Independent random streams per sample, so turning a modality off changes nothing else, and
+# extra questions (a stream of their own) leave every other field as it was.
+_SCENE, _VOICE, _VIDEO, _DROP, _QUESTIONS = range(5)
+VQA_FIELDS = ("id", "image", "question", "answer", "question_type", "label", "topic", "scene")
+"""Fields of a row of a ``<split>_vqa.jsonl`` manifest (``image`` only where the row has one).
+``label`` and ``topic`` (the main object's shape and colour) let a grounding task train on the
+same batches as VQA."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +186,22 @@ def _audio_fields(task: _Task, sample_id: str, transcript: str) -> Row:
     return {"audio": relative, "transcript": transcript, "voice": voice.id}
 
 
+def row_id(index: int) -> str:
+    """``"sw-000017"``: the ``id`` of sample ``index``."""
+    return f"sw-{index:06d}"
+
+
+def row_index(sample_id: str) -> int:
+    """Inverse of :func:`row_id`: ``"sw-000017"`` -> 17."""
+    prefix, _, digits = sample_id.partition("-")
+    if prefix != "sw" or not digits.isdigit():
+        raise ValueError(f"bad shapesworld id {sample_id!r}: expected 'sw-' and digits: sw-000017")
+    return int(digits)
+
+
 def make_row(task: _Task) -> Row:
     """Generate one sample (writing its media) and return its manifest row."""
-    sample_id = f"sw-{task.index:06d}"
+    sample_id = row_id(task.index)
     rng = sample_rng(task.seed, task.index, _SCENE)
     scene = sample_scene(rng)
     captions = make_captions(scene, rng)
@@ -201,6 +222,38 @@ def make_row(task: _Task) -> Row:
     if keep["video"]:
         row |= _video_fields(task, sample_id)
     return row
+
+
+def vqa_rows(row: Row, seed: int, index: int, count: int) -> list[Row]:
+    """The VQA rows of one sample: its own question, then ``count`` extra distinct ones.
+
+    The extra questions come from their own random stream (``_QUESTIONS``), so they change
+    nothing else in the dataset; they depend only on the sample's seed, index and ``scene``, so
+    they can be added to an existing manifest (``scripts/vqa_questions.py``). A scene that
+    supports fewer distinct questions (one object) gets fewer rows.
+
+    Args:
+        row: The sample's manifest row (``id``, ``question``, ``answer``, ``question_type``,
+            ``label``, ``topic``, ``scene``; ``image`` is copied where present).
+        seed: Dataset seed.
+        index: Sample index (``sw-000017`` is 17).
+        count: Extra questions wanted.
+
+    Returns:
+        Rows of :data:`VQA_FIELDS`; ids are ``<id>-q<k>``, ``k = 0`` the row's own question.
+    """
+    scene = Scene(parse_scene(row["scene"]))
+    rng = sample_rng(seed, index, _QUESTIONS)
+    own = (row["question"], row["answer"], row["question_type"])
+    extra = make_questions(scene, rng, count, exclude=(row["question"],))
+    rows = []
+    for k, (question, answer, question_type) in enumerate([own, *extra]):
+        vqa: Row = {"id": f"{row['id']}-q{k}"}
+        if "image" in row:
+            vqa["image"] = row["image"]
+        vqa |= {"question": question, "answer": answer, "question_type": question_type}
+        rows.append(vqa | {key: row[key] for key in ("label", "topic", "scene")})
+    return rows
 
 
 def _fields(voices: int) -> dict[str, Row]:
@@ -252,7 +305,28 @@ def _fields(voices: int) -> dict[str, Row]:
     }
 
 
-def _parse_options(options: Mapping[str, Any]) -> tuple[tuple[str, ...], float, int, bool]:
+@dataclass(frozen=True)
+class _Options:
+    """The generator options of :func:`generate`, validated."""
+
+    media: tuple[str, ...]
+    missing: float
+    workers: int
+    flite: bool
+    questions: int
+
+
+def _parse_questions(options: Mapping[str, Any]) -> int:
+    questions = options.get("questions", 0)
+    if isinstance(questions, bool) or not isinstance(questions, int) or questions < 0:
+        raise ValueError(
+            f"questions={questions!r} must be an integer >= 0: extra VQA questions per scene, "
+            "written to <split>_vqa.jsonl (0: none)"
+        )
+    return questions
+
+
+def _parse_options(options: Mapping[str, Any]) -> _Options:
     check_options(NAME, options, OPTIONS)
     media = tuple(options.get("modalities", MEDIA))
     bad = sorted(set(media) - set(MEDIA))
@@ -267,7 +341,21 @@ def _parse_options(options: Mapping[str, Any]) -> tuple[tuple[str, ...], float, 
     if flite and "audio" in media:
         require_program("flite", "flite", f"{NAME} with flite=True")
     use_flite = tts.flite_available() if flite is None else bool(flite)
-    return media, missing, int(options.get("workers", default_workers())), use_flite
+    workers = int(options.get("workers", default_workers()))
+    return _Options(media, missing, workers, use_flite, _parse_questions(options))
+
+
+def _write_vqa_manifests(
+    out: Path, rows: Sequence[Row], splits: Sequence[str], seed: int, count: int
+) -> dict[str, Row]:
+    """Write ``<split>_vqa.jsonl`` (:func:`vqa_rows` of every row); return their card splits."""
+    vqa: list[Row] = []
+    names: list[str] = []
+    for index, (row, split) in enumerate(zip(rows, splits, strict=True)):
+        questions = vqa_rows(row, seed, index, count)
+        vqa += questions
+        names += [f"{split}_vqa"] * len(questions)
+    return write_manifests(out, vqa, names)
 
 
 def generate(
@@ -282,29 +370,40 @@ def generate(
         progress: Show a progress bar.
         **options: ``modalities`` (subset of image/audio/video to write, default all),
             ``missing`` (fraction of rows lacking each medium, default 0), ``workers``
-            (processes, default 2), ``flite`` (use flite voices; default: if installed).
+            (processes, default 2), ``flite`` (use flite voices; default: if installed),
+            ``questions`` (extra VQA questions per scene, default 0: with N > 0 every split
+            also gets ``<split>_vqa.jsonl``, one row per question; see :func:`vqa_rows`).
     """
-    media, missing, workers, use_flite = _parse_options(options)
+    opts = _parse_options(options)
     size = DEFAULT_SIZE if size is None else size
-    out = prepare_out(
-        out,
-        [d for d, m in (("images", "image"), ("audio", "audio"), ("video", "video")) if m in media],
-    )
-    tasks = [_Task(str(out), seed, i, media, missing, use_flite) for i in range(size)]
-    rows = parallel_map(make_row, tasks, workers=workers, progress=progress, label=NAME)
+    media_dirs = (("images", "image"), ("audio", "audio"), ("video", "video"))
+    out = prepare_out(out, [d for d, m in media_dirs if m in opts.media])
+    tasks = [_Task(str(out), seed, i, opts.media, opts.missing, opts.flite) for i in range(size)]
+    rows = parallel_map(make_row, tasks, workers=opts.workers, progress=progress, label=NAME)
+    splits = contiguous_splits(size)
+    card_splits = write_manifests(out, rows, splits)
+    if opts.questions > 0:
+        card_splits |= _write_vqa_manifests(out, rows, splits, seed, opts.questions)
     card = {
         "name": NAME,
         "description": DESCRIPTION,
         "license": LICENSE,
         "source": "procedurally generated by omnifuse.datasets.shapesworld",
-        "splits": write_manifests(out, rows, contiguous_splits(size)),
+        "splits": card_splits,
         "fields": {
             name: spec
-            for name, spec in _fields(sum(map(len, voice_pools(use_flite)))).items()
+            for name, spec in _fields(sum(map(len, voice_pools(opts.flite)))).items()
             if any(name in row for row in rows)
         },
         "generator": generator_entry(
-            NAME, seed, VERSION, size=size, modalities=list(media), missing=missing, flite=use_flite
+            NAME,
+            seed,
+            VERSION,
+            size=size,
+            modalities=list(opts.media),
+            missing=opts.missing,
+            flite=opts.flite,
+            questions=opts.questions,
         ),
     }
     return write_card(out, card)
