@@ -1,6 +1,6 @@
 """One run of the VQA grounding study: train a variant, evaluate it, log its cost and accuracy.
 
-Usage: python scripts/vqa_study.py NAME [OVERRIDE ...] [--root /tmp/wtc/runs] [--swapped M]
+Usage: python scripts/vqa_study.py NAME [OVERRIDE ...] [--root runs/vqa-study] [--swapped M]
 
 Trains ``scripts/configs/vqa-study.yaml`` with the dotted overrides (``omnifuse train``), then
 ``omnifuse eval`` on the validation split, and, with ``--swapped``, on a manifest whose images are
@@ -50,8 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="run name (its directory under --root)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides")
-    parser.add_argument("--root", type=Path, default=Path("/tmp/wtc/runs"))
-    parser.add_argument("--val", type=Path, default=Path("/tmp/wtc/data/shapesworld/val.jsonl"))
+    parser.add_argument("--root", type=Path, default=Path("runs/vqa-study"))
+    parser.add_argument("--val", type=Path, default=Path("runs/demo/data/shapesworld/val.jsonl"))
     parser.add_argument("--swapped", type=Path, default=None, help="image-shuffled manifest")
     parser.add_argument("--eval-only", action="store_true", help="evaluate an existing run")
     args = parser.parse_args()
