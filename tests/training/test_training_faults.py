@@ -93,7 +93,7 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
     code = (
         "import fcntl, os, time\n"
         f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'1'); print('held', flush=True)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX); os.write(fd, b'1'); print('held', flush=True)\n"
         "time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -105,6 +105,32 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
     holder.wait()
     with run_dir_lock(run_dir):  # the kernel dropped the dead holder's lock; the file stays
         assert (run_dir / ".lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_a_forked_child_of_a_killed_holder_does_not_hold_the_lock(tmp_path: Path) -> None:
+    # A persistent DataLoader worker is such a child: it outlives a SIGKILLed trainer briefly.
+    run_dir = tmp_path / "run"
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from omnifuse.training.checkpoint import run_dir_lock\n"
+        f"with run_dir_lock(Path({str(run_dir)!r})):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60); os._exit(0)\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"held\n"
+    with pytest.raises(RunDirLocked), run_dir_lock(run_dir):
+        pass
+    holder.kill()
+    holder.wait()
+    try:
+        with run_dir_lock(run_dir):  # the child still runs, and holds nothing
+            assert (run_dir / ".lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        subprocess.run(["pkill", "-f", f"run_dir_lock\\(Path\\({str(run_dir)!r}"], check=False)
 
 
 def test_sigterm_checkpoints_exits_0_and_resumes_exactly(

@@ -85,10 +85,13 @@ class CheckpointWriteError(OSError):
 
 @contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``RUN_DIR/.lock`` for the life of the block.
+    """Hold an exclusive POSIX record lock (``fcntl.lockf``) on ``RUN_DIR/.lock`` for the block.
 
     The kernel drops the lock when the holder exits, however it dies (SIGKILL included), so a
-    stale ``.lock`` file never blocks a later run; only a live holder does.
+    stale ``.lock`` file never blocks a later run; only a live holder does. A record lock
+    belongs to the process, so forked children (persistent DataLoader workers) do not hold it:
+    with ``flock`` they shared the lock and, outliving a SIGKILLed trainer by a few seconds,
+    made the immediate ``--resume`` fail with "in use".
 
     Raises:
         RunDirLocked: another process holds the lock (the message names the dir and its pid).
@@ -97,8 +100,8 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES, by platform
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunDirLocked(
                 f"run dir {run_dir} is in use by another omnifuse train (pid {holder}); wait for "
@@ -108,7 +111,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the flock
+        os.close(fd)  # releases the lock
 
 
 class _WriteErrors:
