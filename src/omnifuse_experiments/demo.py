@@ -82,8 +82,8 @@ class DemoPlan:
 FULL = DemoPlan(
     size=5000,
     pretrain_steps=400,
-    finetune_steps=4800,
-    curriculum_steps=1200,
+    finetune_steps=5600,
+    curriculum_steps=1600,
     judge_steps=500,
     batch_size=16,
 )
