@@ -10,26 +10,17 @@ from typing import Any
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 import omnifuse.training.run as run_module
-from omnifuse.cli.train import train
+from cli_helpers import train_app
 from omnifuse.tasks.base import Task
 
 runner = CliRunner()
 
 
-def app() -> typer.Typer:
-    """The command as the lead mounts it: ``app.command("train")(train)``."""
-    cli = typer.Typer()
-    cli.command("train")(train)
-    cli.command("noop")(lambda: None)  # two commands: typer keeps the subcommand name
-    return cli
-
-
 def test_help_comes_from_the_docstring() -> None:
-    result = runner.invoke(app(), ["train", "--help"])
+    result = runner.invoke(train_app(), ["train", "--help"])
     assert result.exit_code == 0
     assert "Train CONFIG's model on its tasks" in result.output
     assert "--run-dir" in result.output and "--resume" in result.output
@@ -40,13 +31,13 @@ def test_train_then_resume(
 ) -> None:
     config = str(run_yaml(max_steps=2))
     run_dir = str(tmp_path / "run")
-    done = runner.invoke(app(), ["train", config, "--run-dir", run_dir])
+    done = runner.invoke(train_app(), ["train", config, "--run-dir", run_dir])
     assert done.exit_code == 0, done.output
     assert "trained 2 steps" in done.output
-    again = runner.invoke(app(), ["train", config, "--run-dir", run_dir])
+    again = runner.invoke(train_app(), ["train", config, "--run-dir", run_dir])
     assert again.exit_code == 2 and "already holds checkpoints; pass --resume" in again.output
     longer = runner.invoke(
-        app(), ["train", config, "training.max_steps=3", "--run-dir", run_dir, "--resume"]
+        train_app(), ["train", config, "training.max_steps=3", "--run-dir", run_dir, "--resume"]
     )
     assert longer.exit_code == 0, longer.output
     assert "trained 3 steps" in longer.output
@@ -85,7 +76,10 @@ def test_user_mistakes_exit_2(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a case without --run-dir uses ./runs/<name>-<time>
     result = runner.invoke(
-        app(), ["train", str(run_yaml()), *args], env={"COLUMNS": "200"}, catch_exceptions=False
+        train_app(),
+        ["train", str(run_yaml()), *args],
+        env={"COLUMNS": "200"},
+        catch_exceptions=False,
     )
     assert result.exit_code == 2
     assert message in result.output
@@ -110,7 +104,7 @@ def test_nan_stop_exits_1(
     inner: Any = None
     monkeypatch.setattr(run_module, "build_tasks", build)
     config = str(run_yaml(multitask={"tasks_per_step": "all"}))
-    result = runner.invoke(app(), ["train", config, "--run-dir", str(tmp_path / "run")])
+    result = runner.invoke(train_app(), ["train", config, "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert "training stopped" in result.output and "non-finite loss at step 1" in result.output
     assert "no checkpoint was written yet" in result.output
@@ -120,7 +114,7 @@ def test_broken_data_exits_1(run_yaml: Callable[..., Path], tmp_path: Path) -> N
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "ok", "label": "circle"}\nnot json\n')
     result = runner.invoke(
-        app(),
+        train_app(),
         [
             "train",
             str(run_yaml()),
@@ -149,7 +143,7 @@ def test_disk_full_during_a_checkpoint_exits_1_naming_the_path(
     monkeypatch.setattr(torch, "save", save)
     config = str(run_yaml(max_steps=4, checkpoint={"every_n_steps": 2}))
     run_dir = tmp_path / "run"
-    result = runner.invoke(app(), ["train", config, "--run-dir", str(run_dir)])
+    result = runner.invoke(train_app(), ["train", config, "--run-dir", str(run_dir)])
     assert result.exit_code == 1, result.output
     line = " ".join(result.output.split())
     assert f"error: cannot write checkpoint {run_dir / 'checkpoints'}" in line

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 import torch
-import typer
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from omnifuse.cli.train import train as cli_train
+from cli_helpers import train_app
 from omnifuse.config import load_config
 from omnifuse.faults import FAULT_ENV
 from omnifuse.training import train
@@ -191,27 +190,19 @@ def test_disk_full_mid_checkpoint_keeps_the_previous_one(
 runner = CliRunner()
 
 
-def cli() -> typer.Typer:
-    """``omnifuse train`` as the lead mounts it."""
-    app = typer.Typer()
-    app.command("train")(cli_train)
-    app.command("noop")(lambda: None)  # two commands: typer keeps the subcommand name
-    return app
-
-
 def test_a_killed_worker_fails_in_one_line_and_resumes_exactly(
     run_yaml: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = str(run_yaml(**EXACT))
     workers = "data.num_workers=1"
     baseline, run_dir = tmp_path / "baseline", tmp_path / "run"
-    done = runner.invoke(cli(), ["train", config, workers, "--run-dir", str(baseline)])
+    done = runner.invoke(train_app(), ["train", config, workers, "--run-dir", str(baseline)])
     assert done.exit_code == 0, done.output
 
     # The worker SIGKILLs itself at its 6th batch: with 2 batches prefetched the run is past
     # step 2 (and its checkpoint) then, and still inside the first epoch.
     monkeypatch.setenv(FAULT_ENV, "worker-batch:6")
-    failed = runner.invoke(cli(), ["train", config, workers, "--run-dir", str(run_dir)])
+    failed = runner.invoke(train_app(), ["train", config, workers, "--run-dir", str(run_dir)])
     monkeypatch.delenv(FAULT_ENV)
     # Once in four full suites under xdist this run exited 1 with no output at all; the
     # exception is part of the message so that the next occurrence says what ended it.
@@ -228,7 +219,7 @@ def test_a_killed_worker_fails_in_one_line_and_resumes_exactly(
     assert '"status": "failed"' in (run_dir / "run.json").read_text()
 
     resumed = runner.invoke(
-        cli(), ["train", config, workers, "--run-dir", str(run_dir), "--resume"]
+        train_app(), ["train", config, workers, "--run-dir", str(run_dir), "--resume"]
     )
     assert resumed.exit_code == 0, resumed.output
     assert losses(run_dir) == losses(baseline)  # bit for bit
@@ -251,7 +242,7 @@ def finite(state: dict[str, torch.Tensor]) -> bool:
 def test_exploding_lr_with_on_nan_stop(run_yaml: Callable[..., Path], tmp_path: Path) -> None:
     config = str(run_yaml(**EXPLODING, on_nan="stop"))
     run_dir = tmp_path / "run"
-    result = runner.invoke(cli(), ["train", config, "--run-dir", str(run_dir)])
+    result = runner.invoke(train_app(), ["train", config, "--run-dir", str(run_dir)])
     assert result.exit_code == 1, result.output
     line = " ".join(result.output.split())
     assert "Traceback" not in result.output
@@ -271,7 +262,7 @@ def test_exploding_lr_with_on_nan_stop(run_yaml: Callable[..., Path], tmp_path: 
 def test_exploding_lr_with_on_nan_skip(run_yaml: Callable[..., Path], tmp_path: Path) -> None:
     config = str(run_yaml(**EXPLODING, on_nan="skip"))
     run_dir = tmp_path / "run"
-    result = runner.invoke(cli(), ["train", config, "--run-dir", str(run_dir)])
+    result = runner.invoke(train_app(), ["train", config, "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     found = re.search(r"trained 8 steps \(.* samples/s, (\d+) skipped\)", result.output)
     assert found is not None, result.output
@@ -288,7 +279,7 @@ def test_diverged_weights_under_skip_stop_instead_of_looping_forever(
 ) -> None:
     # lr 1e30: after step 1 every forward overflows, so no batch could ever make step 2
     config = str(run_yaml(max_steps=4, lr=1e30, on_nan="skip"))
-    result = runner.invoke(cli(), ["train", config, "--run-dir", str(tmp_path / "run")])
+    result = runner.invoke(train_app(), ["train", config, "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     line = " ".join(result.output.split())
     assert f"training.on_nan=skip: {MAX_SKIP_STREAK} batches in a row were non-finite" in line
