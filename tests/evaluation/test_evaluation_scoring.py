@@ -55,6 +55,34 @@ def test_retrieval_and_matching_match_the_pipeline(
     )
 
 
+def test_retrieval_reranked_by_the_matching_head(eval_run: Path, pipe: Pipeline) -> None:
+    rows = val_rows(eval_run)
+    images = [str(eval_run.parent / "data" / r["image"]) for r in rows]
+    texts = [r["text"] for r in rows]
+    itc = pipe.config.tasks["itc"].model_copy(update={"rerank_head": "itm", "rerank_top_k": 2})
+    config = pipe.config.model_copy(update={"tasks": {**pipe.config.tasks, "itc": itc}})
+    reranking = Pipeline(pipe.model, pipe.processors, config, device="cpu")
+    job = TaskEval(
+        reranking, "itc", eval_data(pipe, "itc", "val", None, None), "val", EvalOptions()
+    )
+    metrics = evaluate_task(job).metrics
+    # Every text is among each image's top 2: the matching head alone ranks them.
+    matched = torch.tensor(
+        [
+            [
+                p["scores"]["matched"]
+                for p in pipe.classify("itm", image=[image] * len(texts), text=texts)
+            ]
+            for image in images
+        ]
+    )  # (images, texts)
+    expected = (matched.argmax(dim=1) == torch.arange(len(rows))).float().mean()
+    assert metrics["image_to_text/recall@1"] == pytest.approx(float(expected))
+    similarity = pipe.embed("image", images) @ pipe.embed("text", texts).T
+    first = (similarity.argmax(dim=1) == torch.arange(len(rows))).float().mean()
+    assert metrics["image_to_text/recall@1_before_rerank"] == pytest.approx(float(first))
+
+
 def test_data_override_split_and_limit(eval_run: Path, tmp_path: Path) -> None:
     test_manifest = eval_run.parent / "data" / "test.jsonl"
     options = EvalOptions(max_samples=1, plots=False, caption_tokenizer="simple")

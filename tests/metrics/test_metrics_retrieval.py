@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR
 
-from omnifuse.metrics import image_text_retrieval, retrieval_metrics
+from omnifuse.metrics import image_text_retrieval, rerank_top_k, retrieval_metrics
 
 # 3 images x 6 texts; image i owns texts 2i and 2i+1.
 SIMILARITY = torch.tensor(
@@ -87,3 +87,29 @@ def test_bad_input_is_rejected(positives: object, similarity: torch.Tensor, matc
 def test_text_without_image_is_rejected() -> None:
     with pytest.raises(ValueError, match="query 5 has no positive"):
         image_text_retrieval(SIMILARITY, [[0, 1], [2, 3], [4]])
+
+
+def test_rerank_top_k_reorders_only_the_top_candidates() -> None:
+    similarity = torch.tensor([[0.9, 0.8, 0.1, 0.7], [0.2, 0.6, 0.5, 0.1]])
+    # The second stage prefers higher candidate indices.
+    pair_scores_seen: list[tuple[int, int]] = []
+
+    def pair_scores(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        pair_scores_seen.extend(zip(queries.tolist(), candidates.tolist(), strict=True))
+        return candidates.double()
+
+    reranked = rerank_top_k(similarity, 2, pair_scores)
+    # Query 0: top 2 by similarity are candidates 0, 1 -> reordered 1 above 0; 3 and 2 below.
+    assert reranked[0].argsort(descending=True).tolist() == [1, 0, 3, 2]
+    assert reranked[1].argsort(descending=True).tolist() == [2, 1, 0, 3]
+    assert sorted(pair_scores_seen) == [(0, 0), (0, 1), (1, 1), (1, 2)]
+    # A positive beyond the top k keeps its first-stage rank.
+    assert retrieval_metrics(reranked, [[3], [0]]).ranks.tolist() == [3, 3]
+
+
+def test_rerank_top_k_beyond_the_candidates_reranks_everything() -> None:
+    similarity = torch.tensor([[0.3, 0.2, 0.1]])
+    reranked = rerank_top_k(similarity, 10, lambda q, c: -c.double())
+    assert reranked[0].argsort(descending=True).tolist() == [0, 1, 2]
+    reranked = rerank_top_k(similarity, 10, lambda q, c: c.double())
+    assert reranked[0].argsort(descending=True).tolist() == [2, 1, 0]

@@ -69,6 +69,17 @@ def test_head_of_wrong_type(task: str, message: str) -> None:
             r"head='classify' has num_classes=4; a matching head needs num_classes=2",
         ),
         (
+            "{type: contrastive, a: image, b: text, head_a: image_embed, head_b: text_embed, "
+            "rerank_head: nope}",
+            r"tasks\.t\.rerank_head='nope' is not in model\.heads; valid choices: ",
+        ),
+        (
+            "{type: contrastive, a: image, b: text, head_a: image_embed, head_b: text_embed, "
+            "rerank_head: text_cls}",
+            r"(?s)rerank_head='text_cls' reads 'text'; a matching head must have source 'fused'.*"
+            r"rerank_head='text_cls' has num_classes=3; a matching head needs num_classes=2",
+        ),
+        (
             "{type: masked_modeling, modality: audio, head: image_rec}",
             r"head='image_rec' reads 'image'; set its source to 'audio'",
         ),

@@ -60,7 +60,7 @@ class BaseTaskConfig(StrictModel):
 
     def head_names(self) -> dict[str, str]:
         """Field -> the head name it holds, for every head this task uses."""
-        return {f: getattr(self, f) for f in self.head_types}
+        return {f: name for f in self.head_types if (name := getattr(self, f)) is not None}
 
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
         """Type-specific checks against the model section (override)."""
@@ -94,7 +94,11 @@ class ClassificationTaskConfig(BaseTaskConfig):
 class ContrastiveTaskConfig(BaseTaskConfig):
     """CLIP-style InfoNCE between two modalities, each encoded on its own (no fusion)."""
 
-    head_types: ClassVar[dict[str, str]] = {"head_a": "projection", "head_b": "projection"}
+    head_types: ClassVar[dict[str, str]] = {
+        "head_a": "projection",
+        "head_b": "projection",
+        "rerank_head": "classification",
+    }
 
     type: Literal["contrastive"] = "contrastive"
     a: str = Field(description="First modality (e.g. image).")
@@ -106,12 +110,25 @@ class ContrastiveTaskConfig(BaseTaskConfig):
     max_logit_scale: float | None = Field(
         default=100.0, gt=0.0, description="Cap on 1/temperature; null for none."
     )
+    rerank_head: str | None = Field(
+        default=None,
+        description="Retrieval evaluation only: a 2-class `classification` head on 'fused' "
+        "(the head of a `matching` task of the same pair) re-ranks each query's "
+        "`rerank_top_k` most similar candidates by its matched-minus-unmatched logit "
+        "(ALBEF/BLIP). Null: rank by embedding similarity alone.",
+    )
+    rerank_top_k: int = Field(
+        default=16, ge=1, description="Candidates per query the `rerank_head` re-scores."
+    )
 
     def default_inputs(self, model: ModelConfig) -> list[str]:
         return [self.a, self.b]
 
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
-        return _pair_problems(name, self, model)
+        problems = _pair_problems(name, self, model)
+        if self.rerank_head is not None:
+            problems += _matching_head_problems(name, "rerank_head", self.rerank_head, model)
+        return problems
 
 
 class MatchingTaskConfig(BaseTaskConfig):
@@ -137,20 +154,9 @@ class MatchingTaskConfig(BaseTaskConfig):
         return [self.a, self.b]
 
     def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
-        problems = _pair_problems(name, self, model)
-        head = model.heads.get(self.head)
-        if head is not None and head.source != FUSED:
-            problems.append(
-                f"tasks.{name}.head={self.head!r} reads {head.source!r}; a matching head must "
-                "have source 'fused'"
-            )
-        classes = getattr(head, "num_classes", 2)
-        if classes != 2:
-            problems.append(
-                f"tasks.{name}.head={self.head!r} has num_classes={classes}; a matching head "
-                "needs num_classes=2 (unmatched, matched)"
-            )
-        return problems
+        return _pair_problems(name, self, model) + _matching_head_problems(
+            name, "head", self.head, model
+        )
 
 
 class MLMTaskConfig(BaseTaskConfig):
@@ -453,6 +459,24 @@ def _pair_problems(
                 f"tasks.{name}.{field}={head!r} reads {_source(model, head)!r}; it must read "
                 f"{modality!r} (set model.heads.{head}.source={modality})"
             )
+    return problems
+
+
+def _matching_head_problems(name: str, field: str, head: str, model: ModelConfig) -> list[str]:
+    """A matching head (``tasks.<name>.<field>``) reads the fusion and has two classes."""
+    config = model.heads.get(head)
+    problems = []
+    if config is not None and config.source != FUSED:
+        problems.append(
+            f"tasks.{name}.{field}={head!r} reads {config.source!r}; a matching head must "
+            "have source 'fused'"
+        )
+    classes = getattr(config, "num_classes", 2)
+    if classes != 2:
+        problems.append(
+            f"tasks.{name}.{field}={head!r} has num_classes={classes}; a matching head "
+            "needs num_classes=2 (unmatched, matched)"
+        )
     return problems
 
 

@@ -102,6 +102,7 @@ def evaluate_task(job: TaskEval) -> TaskResult:
             examples += _examples(job, task, batch, out, job.options.examples - len(examples))
             if limit is not None and len(predictions) >= limit:
                 break
+        predictions = task.revise(job.pipe.model, predictions, job.score_options)
         scores = task.score(predictions, references, job.score_options)
     result = TaskResult(
         kind, scores.samples, scores.metrics, scores.note, scores.classes, scores.confusion

@@ -16,6 +16,7 @@ from omnifuse.metrics.retrieval import (
     ImageTextRetrievalResult,
     RetrievalResult,
     image_text_retrieval,
+    rerank_top_k,
     retrieval_metrics,
 )
 from omnifuse.metrics.speech import SpeechResult, normalize_transcript, speech_metrics
@@ -46,6 +47,7 @@ __all__ = [
     "metric_options",
     "normalize_answer",
     "normalize_transcript",
+    "rerank_top_k",
     "retrieval_metrics",
     "speech_metrics",
     "video_metrics",

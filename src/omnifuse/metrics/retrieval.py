@@ -8,7 +8,7 @@ count against the query (pessimistic), so a collapsed model with constant scores
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,3 +194,30 @@ def image_text_retrieval(
         image_to_text=retrieval_metrics(scores, relevance, ks),
         text_to_image=retrieval_metrics(scores.T, relevance.T, ks),
     )
+
+
+def rerank_top_k(
+    similarity: torch.Tensor,
+    top_k: int,
+    pair_scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Re-score each query's ``top_k`` most similar candidates (ALBEF/BLIP re-ranking).
+
+    Args:
+        similarity: Scores [N_queries, N_candidates] of the first-stage ranker.
+        top_k: Candidates per query to re-score (capped at N_candidates).
+        pair_scores: ``(queries [P], candidates [P]) -> [P]`` scores of the given pairs (e.g. a
+            matching head's logit on the fused pair); higher means a better match.
+
+    Returns:
+        Scores [N_queries, N_candidates]: each query's top ``top_k`` carry their new scores,
+        lifted above every other candidate, which keep their first-stage order below them (a
+        positive the first stage ranked beyond ``top_k`` keeps its rank).
+    """
+    scores = as_tensor(similarity, "similarity").double()
+    k = min(top_k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices  # [N_q, k]
+    queries = torch.arange(scores.shape[0]).unsqueeze(1).expand_as(top)
+    rescored = pair_scores(queries.reshape(-1), top.reshape(-1)).double().reshape(top.shape)
+    lift = scores.max() - rescored.min() + 1.0
+    return scores.scatter(1, top, rescored + lift)

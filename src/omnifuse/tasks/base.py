@@ -234,6 +234,13 @@ class Task(nn.Module, ABC):
         """Stop evaluating after this many scored samples (None: the whole split)."""
         return None
 
+    def revise(
+        self, model: MultimodalModel, predictions: Sequence[Prediction], options: ScoreOptions
+    ) -> list[Prediction]:
+        """The split's predictions revised with the model once all are in, before
+        :meth:`score` (default: unchanged). Retrieval re-ranking needs every candidate first."""
+        return list(predictions)
+
     def score(
         self, predictions: Sequence[Prediction], references: Sequence[Any], options: ScoreOptions
     ) -> Scores:
