@@ -73,8 +73,11 @@ def test_seeded_models_match_the_recorded_snapshot() -> None:
     assert sorted(actual) == sorted(expected)  # same state-dict keys: saved runs still load
     for key, value in expected.items():
         # Exact on the machine that recorded it (checked with torch.equal on the full tensors
-        # during the refactor); 1e-6 absorbs other CPUs' summation order.
-        torch.testing.assert_close(actual[key], value, atol=1e-6, rtol=1e-6, msg=key)
+        # during the refactor). Other CPUs order float32 sums differently (AVX2 against
+        # AVX-512 kernels): an AMD EPYC gave the layer-normed audio tokens' sum (320 values,
+        # ~0 in total) 4e-6 away. A moved or changed value shifts a fingerprint by O(1e-2) or
+        # more, far above 1e-4.
+        torch.testing.assert_close(actual[key], value, atol=1e-4, rtol=1e-5, msg=key)
 
 
 if __name__ == "__main__":
