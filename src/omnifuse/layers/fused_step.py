@@ -33,15 +33,27 @@ from omnifuse.layers.attention import KVCache, MultiHeadAttention
 from omnifuse.layers.transformer import LayerCache, TransformerBlock, TransformerStack
 
 ONEDNN_ROWS = 2
-"""Fewest rows a projection hands to oneDNN (below: MKL's ``addmm``). Measured one thread, fp32,
-per call: at one row ``addmm`` takes 18 us against oneDNN's 33 us for ``[1, 256] x [256, 768]``;
-from two rows on the prepacked oneDNN kernel is the faster (``[16, 256] x [256, 1024]`` + gelu
-109 against 152 us, ``[1040, 256] x [256, 1024]`` + gelu, a ViT block's MLP at batch 16, 5.9
-against 11.2 ms: the gelu runs on the GEMM's output while it is still in cache)."""
+"""Fewest rows a projection of at least :data:`ONEDNN_WEIGHTS` weights hands to oneDNN (fewer:
+MKL's ``addmm``). Measured one thread, fp32, per call (prepacked weight): at one row ``addmm``
+takes 18 us against oneDNN's 33 us for ``[1, 256] x [256, 768]``; from two rows on oneDNN is
+the faster: at 16 rows q/k/v ``[256, 768]`` 94 against 99 us, fc1 + gelu ``[256, 1024]`` 143
+against 216 us (the gelu runs on the GEMM's output while it is still in cache), fc2 + residual
+``[1024, 256]`` 111 against 124 us; at 1,040 rows (a ViT block at batch 16) fc1 + gelu 5.9
+against 11.2 ms."""
+
+ONEDNN_WEIGHTS = 2**17
+"""Smallest weight (``in * out``) oneDNN serves from :data:`ONEDNN_ROWS` rows. Smaller ones
+(``[256, 256]``, a 263-token LM head) run slower on oneDNN at decoding batches: ``[256, 256]``
++ residual at 16 rows 55 against 42 us, at 32 rows 73 against 61 us, even at 65 rows; they
+move to oneDNN from :data:`ONEDNN_ROWS_SMALL` rows on."""
+
+ONEDNN_ROWS_SMALL = 256
+"""Fewest rows a weight below :data:`ONEDNN_WEIGHTS` hands to oneDNN: at 1,040 rows (a ViT's
+attention output at batch 16) ``[256, 256]`` ran in 1.66 against 2.07 ms."""
 
 _PACK_ROWS = 16
 """The row count oneDNN lays the packed weight out for (a hint; any row count computes the
-same). Packed for 16 rows it served 2-1,040 rows as fast as or faster than a pack for 1 row."""
+same). Packed for 16 rows it served 2-1,040 rows as fast as a pack for the exact count."""
 
 
 def _onednn() -> bool:
@@ -53,32 +65,30 @@ def _onednn() -> bool:
 @dataclass(frozen=True)
 class _Affine:
     """``x @ weight + bias`` with ``weight`` ``[in, out]`` contiguous (a transposed copy), and
-    optionally a oneDNN-packed copy for inputs of :data:`ONEDNN_ROWS` rows or more."""
+    on CPU in fp32 a oneDNN-packed copy for inputs of ``rows`` rows or more."""
 
     weight: Tensor
     bias: Tensor | None
     packed: Tensor | None = None
+    rows: int = ONEDNN_ROWS
 
     @classmethod
-    def of(cls, *linears: nn.Linear, onednn: bool = True) -> _Affine:
-        """The projections ``linears`` side by side (one GEMM for q, k and v).
-
-        ``onednn`` also packs the weight for oneDNN (fp32 CPU weights only; the LM head, 263
-        wide, measured faster with ``addmm`` at 16 rows too and does not ask for it).
-        """
+    def of(cls, *linears: nn.Linear) -> _Affine:
+        """The projections ``linears`` side by side (one GEMM for q, k and v)."""
         stacked = torch.cat([linear.weight for linear in linears])  # [out, in]
         biases = [linear.bias for linear in linears]
         bias = None if biases[0] is None else torch.cat([b for b in biases if b is not None])
         packed = None
-        if onednn and _onednn() and stacked.device.type == "cpu" and stacked.dtype == torch.float32:
+        if _onednn() and stacked.device.type == "cpu" and stacked.dtype == torch.float32:
             packed = torch.ops.mkldnn._reorder_linear_weight(stacked.detach(), _PACK_ROWS)
-        return cls(stacked.t().contiguous(), bias, packed)
+        rows = ONEDNN_ROWS if stacked.numel() >= ONEDNN_WEIGHTS else ONEDNN_ROWS_SMALL
+        return cls(stacked.t().contiguous(), bias, packed, rows)
 
     def __call__(self, x: Tensor, gelu: bool = False, add: Tensor | None = None) -> Tensor:
         """``[M, in] -> [M, out]``, then the exact (erf) gelu when ``gelu``, else ``+ add``
         (``[M, out]``, a residual) when given."""
         packed = self.packed
-        if packed is not None and x.shape[0] >= ONEDNN_ROWS and x.dtype == packed.dtype:
+        if packed is not None and x.shape[0] >= self.rows and x.dtype == packed.dtype:
             return self._onednn(x, packed, gelu, add)
         if self.bias is None:
             out = torch.mm(x, self.weight)
@@ -242,7 +252,7 @@ class FusedDecoder:
             if not isinstance(block, TransformerBlock) or not block.norm_first:
                 raise ValueError("the fused step serves pre-norm TransformerBlocks only")
             blocks.append(_Block.of(block))
-        return cls(tuple(blocks), _Norm.optional(stack.norm), _Affine.of(head, onednn=False))
+        return cls(tuple(blocks), _Norm.optional(stack.norm), _Affine.of(head))
 
     def __call__(
         self,
