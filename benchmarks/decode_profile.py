@@ -27,7 +27,12 @@ from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.layers.fused_step import FusedDecoder, fused_decoder
 
 KINDS = {
-    "projections (addmm/mm)": ("aten::addmm", "aten::mm"),
+    "projections (addmm/mm, oneDNN linear)": (
+        "aten::addmm",
+        "aten::mm",
+        "mkldnn::_linear_pointwise",
+        "mkldnn::_linear_pointwise.binary",
+    ),
     "attention (SDPA)": (
         "aten::scaled_dot_product_attention",
         "aten::_scaled_dot_product_flash_attention_for_cpu",

@@ -33,12 +33,17 @@ class KVCache:
             context mask of the first step (None: every key is valid).
         packed: the layer's packed q/k/v projection, fetched once per decoding run by
             :meth:`MultiHeadAttention.step` (weights do not change while decoding).
+        batched: cross-attention in the fused decoding step
+            (:mod:`omnifuse.layers.fused_step`): the keys transposed ``[B * H, Dh, S]``, the
+            values ``[B * H, S, Dh]`` (both contiguous) and the additive mask ``[B * H, 1, S]``
+            (None: every key valid), made from the above at a run's first step.
     """
 
     key: Tensor | None = None
     value: Tensor | None = None
     mask: tuple[Tensor, Tensor] | None = None
     packed: tuple[Tensor, Tensor | None] | None = None
+    batched: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     @property
     def length(self) -> int:
@@ -59,6 +64,7 @@ class KVCache:
             self.value = self.value.index_select(0, index)
         if self.mask is not None:
             self.mask = (self.mask[0].index_select(0, index), self.mask[1].index_select(0, index))
+        self.batched = None  # made again from the reordered keys and values when needed
 
 
 class StaticKVCache:
