@@ -208,8 +208,7 @@ class MultiHeadAttention(nn.Module):
         if cache is not None and cache.key is not None and cache.value is not None:
             return cache.key, cache.value, cache.mask
         k, v = self._split(self.k_proj(context)), self._split(self.v_proj(context))
-        b, s = context.shape[0], context.shape[1]
-        mask = _attention_mask(b, 1, s, 0, key_mask, False, context.device)  # (B, 1, 1, S)
+        mask = context_mask(key_mask, context.shape[0], context.shape[1], context.device)
         if cache is not None:
             cache.key, cache.value, cache.mask = k, v, mask
         return k, v, mask
@@ -325,6 +324,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float)
             q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout
         )
     return out.to(q.dtype)
+
+
+def context_mask(
+    key_mask: Tensor | None, b: int, s: int, device: torch.device
+) -> AttentionMask | None:
+    """The cross-attention :data:`AttentionMask` ``[B, 1, 1, S]`` of a ``[B, S]`` context mask
+    (None: nothing masked)."""
+    return _attention_mask(b, 1, s, 0, key_mask, False, device)
 
 
 def _attention_mask(
