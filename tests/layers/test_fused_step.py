@@ -137,8 +137,8 @@ def test_fused_encoder_equals_the_module_path(activation: str, batch: int) -> No
 def test_encoder_keeps_the_module_path_where_the_fused_one_does_not_apply(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A key mask, training mode, a traced graph (ONNX export) or a causal stack take the
-    module path; a stack with cross-attention is refused by the fused encoder itself."""
+    """A key mask, training mode, a traced graph (ONNX export), autocast or a causal stack take
+    the module path; a stack with cross-attention is refused by the fused encoder itself."""
 
     def refuse(stack: TransformerStack) -> FusedEncoder:
         raise AssertionError("the fused encoder ran")
@@ -151,6 +151,8 @@ def test_encoder_keeps_the_module_path_where_the_fused_one_does_not_apply(
         stack(x, mask=mask)
         stack(x, causal=True)
         torch.jit.trace(stack, (x,), check_trace=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stack(x)
         stack.train()(x)
     with pytest.raises(ValueError, match="self-attention blocks only"):
         FusedEncoder.of(TransformerStack(16, 1, 4, cross_attention=True))
@@ -169,3 +171,18 @@ def test_fused_encoder_is_rebuilt_after_a_weight_update() -> None:
         got = stack(x)
     assert fused_step._ENCODERS[stack][1] is not first
     torch.testing.assert_close(got, stack(x).detach(), atol=ATOL, rtol=0)
+
+
+@ONEDNN
+def test_onednn_projections_step_aside_under_autocast() -> None:
+    """Under CPU autocast the wide projections stay on ``addmm``, which autocast runs in bf16
+    (what the module path computes), rather than on oneDNN in fp32."""
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 1024)
+    affine = fused_step._Affine.of(linear)
+    x = torch.randn(16, 256)
+    with torch.no_grad():
+        assert affine(x).dtype == torch.float32  # oneDNN, fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert affine(x).dtype == torch.bfloat16
+            assert linear(x).dtype == torch.bfloat16

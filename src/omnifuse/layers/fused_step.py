@@ -1,4 +1,5 @@
-"""One fused decoding step over a whole pre-norm decoder stack, its final norm and its LM head.
+"""One fused decoding step over a whole pre-norm decoder stack, its final norm and its LM head;
+the same blocks fused for encoding.
 
 :meth:`TransformerStack.step <omnifuse.layers.TransformerStack.step>` is the readable lean step;
 :class:`FusedDecoder` computes the same thing (tested to 1e-5) with what pays at decoding shapes
@@ -8,9 +9,17 @@
   ``[in, out]`` contiguous. ``F.linear`` hands MKL a transposed view; at ``[16, 256] x [256, 768]``
   that ran in 59 us against 38 us for the contiguous copy (14 against 9 us at batch 1), and the
   projections are about half of a step's time (docs/inference.md, "Where a step's time goes");
+- from two rows on, the wide projections (q/k/v, the MLP) run on oneDNN's linear against a
+  prepacked weight, with the MLP's gelu and the residual adds fused into the GEMM (what
+  inductor emits on CPU; :data:`ONEDNN_ROWS`, :data:`ONEDNN_WEIGHTS` give the measured rule);
+- cross-attention is two batched GEMMs against keys stored transposed (``KVCache.batched``),
+  its keys and values computed at the first step by one GEMM per layer;
 - activations stay ``[B, dim]`` (no sequence axis to carry), residual adds happen in place on the
   projection's fresh output, and no module is called;
 - the LM head runs on the new position only.
+
+:class:`FusedEncoder` serves the same blocks over whole unmasked sequences (``[B * N, dim]``
+rows), which ``TransformerStack.forward`` runs at inference: a ViT's encoder pass.
 
 The copies are made once per set of weights (:func:`fused_decoder` keys them by every
 parameter's storage and in-place version, as ``MultiHeadAttention.packed_in_proj`` does), so an
@@ -89,7 +98,14 @@ class _Affine:
         """``[M, in] -> [M, out]``, then the exact (erf) gelu when ``gelu``, else ``+ add``
         (``[M, out]``, a residual) when given."""
         packed = self.packed
-        if packed is not None and x.shape[0] >= self.rows and x.dtype == packed.dtype:
+        # Under autocast `addmm` computes in bf16 (as the module path): keep it there. The check
+        # comes last: ~1 us, only on calls of >= 2 rows (each >= 30 us).
+        if (
+            packed is not None
+            and x.shape[0] >= self.rows
+            and x.dtype == packed.dtype
+            and not torch.is_autocast_enabled("cpu")
+        ):
             return self._onednn(x, packed, gelu, add)
         if self.bias is None:
             out = torch.mm(x, self.weight)

@@ -328,11 +328,13 @@ def encodes_leanly(
     stack: TransformerStack, mask: Tensor | None, context: Tensor | None, causal: bool
 ) -> bool:
     """Whether ``stack.forward`` may run :class:`~omnifuse.layers.fused_step.FusedEncoder`:
-    no gradients recorded, a pre-norm self-attention stack in eval mode, no mask, no context, not
-    causal, and not being traced (ONNX export) or compiled (its oneDNN calls are not
+    no gradients recorded, no autocast, a pre-norm self-attention stack in eval mode, no mask, no
+    context, not causal, and not being traced (ONNX export) or compiled (its oneDNN calls are not
     exportable). The results equal the module path's to float rounding (tested to 1e-5)."""
     if torch.is_grad_enabled() or mask is not None or context is not None or causal:
         return False
+    if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
+        return False  # the module path's attention computes bf16 in fp32 (`attend`)
     if torch._C._get_tracing_state() is not None or torch.compiler.is_compiling():
         return False
     return steps_leanly(stack) and all(
