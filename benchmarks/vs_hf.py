@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from benchmarks import _twins, _twins_asr
 from benchmarks._report import write_section
@@ -168,7 +168,10 @@ def _onednn_linear_flops(
     return 2 * math.prod(out_shape) * int(x_shape[-1])
 
 
-if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+# Once per process (a second registration raises), and not over a formula torch may ship later.
+if hasattr(torch.ops.mkldnn, "_linear_pointwise") and (
+    torch.ops.mkldnn._linear_pointwise not in flop_registry
+):
     register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_onednn_linear_flops)
 
 
