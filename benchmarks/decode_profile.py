@@ -3,10 +3,11 @@ rows, decode only (precomputed image tokens), at batch 1 and 16.
 
 Run: ``python -m benchmarks.decode_profile [--batches 1 16] [--threads 1]``. Prints, per batch,
 CPU-ms per decode of 32 tokens without the profiler, the same decode's projections alone (every
-``addmm`` of the fused step, same weights, same order: the arithmetic floor the step cannot go
-below in fp32) and ``torch.profiler``'s self time by kind of operator. The profiler adds a few
-microseconds to every operator, so its shares overstate the small operators a little; the
-difference between the decode and the projection floor is the honest overhead figure.
+projection of the fused step, ``addmm`` or oneDNN linear, same weights, same order: the
+arithmetic floor the step cannot go below in fp32) and ``torch.profiler``'s self time by kind
+of operator. The profiler adds a few microseconds to every operator, so its shares overstate the
+small operators a little; the difference between the decode and the projection floor is the
+honest overhead figure.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ from omnifuse.heads.decoding import DecodingOptions, decode
 from omnifuse.layers.fused_step import FusedDecoder, fused_decoder
 
 KINDS = {
-    "projections (addmm/mm)": ("aten::addmm", "aten::mm"),
-    "attention (SDPA)": (
+    "projections (addmm/mm, oneDNN linear)": (
+        "aten::addmm",
+        "aten::mm",
+        "mkldnn::_linear_pointwise",
+        "mkldnn::_linear_pointwise.binary",
+    ),
+    "attention (SDPA; cross-attention bmm + softmax)": (
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::_softmax",
         "aten::scaled_dot_product_attention",
         "aten::_scaled_dot_product_flash_attention_for_cpu",
         "aten::_scaled_dot_product_attention_math",

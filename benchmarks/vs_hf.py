@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import resource
 import statistics
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from benchmarks import _twins, _twins_asr
 from benchmarks._report import write_section
@@ -156,6 +157,22 @@ def rate(step: Step, work: int, seconds: float) -> tuple[float, float]:
         calls += 1
     wall, cpu = time.perf_counter() - start, _own_cpu_seconds() - cpu
     return work * calls / wall, work * calls / cpu
+
+
+def _onednn_linear_flops(
+    x_shape: Sequence[int], *args: object, out_shape: Sequence[int], **kwargs: object
+) -> int:
+    """FLOPs of ``mkldnn::_linear_pointwise`` (both overloads: ``x [.., K]`` times a weight
+    ``[N, K]`` into ``out [.., N]``); omnifuse's fused step and encoder run their projections
+    there, which ``FlopCounterMode`` does not count by itself."""
+    return 2 * math.prod(out_shape) * int(x_shape[-1])
+
+
+# Once per process (a second registration raises), and not over a formula torch may ship later.
+if hasattr(torch.ops.mkldnn, "_linear_pointwise") and (
+    torch.ops.mkldnn._linear_pointwise not in flop_registry
+):
+    register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_onednn_linear_flops)
 
 
 def counted_gflop(step: Step) -> float:

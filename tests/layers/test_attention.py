@@ -168,3 +168,12 @@ def test_cpu_bf16_attention_runs_in_fp32_and_keeps_the_dtype(masked: bool) -> No
     assert torch.equal(out, reference.to(torch.bfloat16))
     out.float().sum().backward()
     assert q.grad is not None and q.grad.dtype == torch.bfloat16 and q.grad.abs().sum() > 0
+
+
+def test_reordering_a_cross_cache_drops_its_batched_operands() -> None:
+    """The fused step's transposed keys follow the rows only if they are made again."""
+    cache = KVCache(torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4))
+    cache.batched = (torch.randn(2, 4, 3), torch.randn(2, 3, 4), None)
+    cache.reorder(torch.tensor([1, 1, 0]))
+    assert cache.batched is None
+    assert cache.key is not None and cache.key.shape[0] == 3

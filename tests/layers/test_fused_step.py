@@ -1,5 +1,7 @@
 """The fused decoding step (``layers.fused_step``) computes what the lean stack step and the LM
-head compute, follows weight updates, and refuses stacks it cannot serve."""
+head compute, follows weight updates, and refuses stacks it cannot serve; so does the fused
+encoder against the module path of ``TransformerStack.forward``; the oneDNN projections compute
+what ``addmm`` computes."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from omnifuse.layers import TransformerBlock, TransformerStack
-from omnifuse.layers.fused_step import FusedDecoder, fused_decoder
+from omnifuse.layers import TransformerBlock, TransformerStack, fused_step
+from omnifuse.layers.fused_step import FusedDecoder, FusedEncoder, fused_decoder
+
+ONEDNN = pytest.mark.skipif(not fused_step._onednn(), reason="this torch has no oneDNN linear")
 
 ATOL = 1e-5
 STEPS = 5
@@ -81,3 +85,104 @@ def test_copies_built_under_inference_mode_serve_a_later_no_grad_run() -> None:
             want = head(stack.step(x[:, i : i + 1], reference, context)[:, 0])
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
     assert not got.is_inference()
+
+
+def _without_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build fused copies as on a torch without oneDNN: every projection on ``addmm``."""
+    monkeypatch.setattr(fused_step, "_onednn", lambda: False)
+
+
+@ONEDNN
+def test_onednn_decoding_step_equals_the_addmm_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At decoding shapes where oneDNN serves the wide projections (width 256, batch 16): logits
+    within 1e-5 of the ``addmm``-only step at every step, the same greedy tokens."""
+    torch.manual_seed(0)
+    stack = TransformerStack(256, 2, 4, cross_attention=True, context_dim=256).eval()
+    head = nn.Linear(256, 263, bias=False)
+    fast = FusedDecoder.of(stack, head)
+    assert fast.blocks[0].fc1.packed is not None  # the path under test is taken
+    assert fast.blocks[0].fc1.rows <= 16 < fast.blocks[0].attn_out.rows  # [256, 256]: addmm
+    _without_onednn(monkeypatch)
+    plain = FusedDecoder.of(stack, head)
+    assert plain.blocks[0].fc1.packed is None
+    x, context = torch.randn(16, STEPS, 256), torch.randn(16, 65, 256)
+    fast_cache, plain_cache = stack.new_cache(STEPS), stack.new_cache(STEPS)
+    with torch.inference_mode():
+        for i in range(STEPS):
+            got, want = fast(x[:, i], fast_cache, context), plain(x[:, i], plain_cache, context)
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+            assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_fused_encoder_equals_the_module_path(activation: str, batch: int) -> None:
+    """``forward`` without gradients runs the fused encoder (oneDNN at batch 16: 320 rows);
+    its output is within 1e-5 of the module path (gradients on) and the input is untouched."""
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 2, 4, activation=activation).eval()  # type: ignore[arg-type]
+    x = torch.randn(batch, 20, 16)
+    before = x.clone()
+    want = stack(x).detach()
+    assert stack not in fused_step._ENCODERS  # gradients on: the module path
+    with torch.no_grad():
+        got = stack(x)
+    assert stack in fused_step._ENCODERS
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    torch.testing.assert_close(x, before, atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_encoder_keeps_the_module_path_where_the_fused_one_does_not_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key mask, training mode, a traced graph (ONNX export), autocast or a causal stack take
+    the module path; a stack with cross-attention is refused by the fused encoder itself."""
+
+    def refuse(stack: TransformerStack) -> FusedEncoder:
+        raise AssertionError("the fused encoder ran")
+
+    monkeypatch.setattr(fused_step, "fused_encoder", refuse)
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 1, 4).eval()
+    x, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad():
+        stack(x, mask=mask)
+        stack(x, causal=True)
+        torch.jit.trace(stack, (x,), check_trace=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stack(x)
+        stack.train()(x)
+    with pytest.raises(ValueError, match="self-attention blocks only"):
+        FusedEncoder.of(TransformerStack(16, 1, 4, cross_attention=True))
+    with pytest.raises(ValueError, match="pre-norm TransformerBlocks only"):
+        FusedEncoder.of(TransformerStack(16, 1, 4, norm_first=False))
+
+
+def test_fused_encoder_is_rebuilt_after_a_weight_update() -> None:
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 1, 4).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        stack(x)
+        first = fused_step._ENCODERS[stack][1]
+        cast(TransformerBlock, stack.layers[0]).mlp.fc2.bias.add_(1.0)
+        got = stack(x)
+    assert fused_step._ENCODERS[stack][1] is not first
+    torch.testing.assert_close(got, stack(x).detach(), atol=ATOL, rtol=0)
+
+
+@ONEDNN
+def test_onednn_projections_step_aside_under_autocast() -> None:
+    """Under CPU autocast the wide projections stay on ``addmm``, which autocast runs in bf16
+    (what the module path computes), rather than on oneDNN in fp32."""
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 1024)
+    affine = fused_step._Affine.of(linear)
+    x = torch.randn(16, 256)
+    with torch.no_grad():
+        assert affine(x).dtype == torch.float32  # oneDNN, fp32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert affine(x).dtype == torch.bfloat16
+            assert linear(x).dtype == torch.bfloat16

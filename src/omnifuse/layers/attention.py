@@ -33,12 +33,17 @@ class KVCache:
             context mask of the first step (None: every key is valid).
         packed: the layer's packed q/k/v projection, fetched once per decoding run by
             :meth:`MultiHeadAttention.step` (weights do not change while decoding).
+        batched: cross-attention in the fused decoding step
+            (:mod:`omnifuse.layers.fused_step`): the keys transposed ``[B * H, Dh, S]``, the
+            values ``[B * H, S, Dh]`` (both contiguous) and the additive mask ``[B * H, 1, S]``
+            (None: every key valid), made from the above at a run's first step.
     """
 
     key: Tensor | None = None
     value: Tensor | None = None
     mask: tuple[Tensor, Tensor] | None = None
     packed: tuple[Tensor, Tensor | None] | None = None
+    batched: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     @property
     def length(self) -> int:
@@ -59,6 +64,7 @@ class KVCache:
             self.value = self.value.index_select(0, index)
         if self.mask is not None:
             self.mask = (self.mask[0].index_select(0, index), self.mask[1].index_select(0, index))
+        self.batched = None  # made again from the reordered keys and values when needed
 
 
 class StaticKVCache:
@@ -202,8 +208,7 @@ class MultiHeadAttention(nn.Module):
         if cache is not None and cache.key is not None and cache.value is not None:
             return cache.key, cache.value, cache.mask
         k, v = self._split(self.k_proj(context)), self._split(self.v_proj(context))
-        b, s = context.shape[0], context.shape[1]
-        mask = _attention_mask(b, 1, s, 0, key_mask, False, context.device)  # (B, 1, 1, S)
+        mask = context_mask(key_mask, context.shape[0], context.shape[1], context.device)
         if cache is not None:
             cache.key, cache.value, cache.mask = k, v, mask
         return k, v, mask
@@ -319,6 +324,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float)
             q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout
         )
     return out.to(q.dtype)
+
+
+def context_mask(
+    key_mask: Tensor | None, b: int, s: int, device: torch.device
+) -> AttentionMask | None:
+    """The cross-attention :data:`AttentionMask` ``[B, 1, 1, S]`` of a ``[B, S]`` context mask
+    (None: nothing masked)."""
+    return _attention_mask(b, 1, s, 0, key_mask, False, device)
 
 
 def _attention_mask(

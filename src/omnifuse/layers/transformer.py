@@ -39,6 +39,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
+        self.activation = activation
         self.act = _ACTIVATIONS[activation]
         self.drop = nn.Dropout(dropout)
 
@@ -280,6 +281,11 @@ class TransformerStack(nn.Module):
         With ``return_hidden`` also returns the input and each block's output (before the final
         norm), the ``hidden_states`` convention of transformers.
         """
+        if cache is None and not return_hidden and encodes_leanly(self, mask, context, causal):
+            # Imported here: fused_step builds on this module's blocks.
+            from omnifuse.layers.fused_step import fused_encoder
+
+            return fused_encoder(self)(x)
         hidden = [x]
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache[i]
@@ -315,6 +321,24 @@ def steps_leanly(stack: TransformerStack) -> bool:
     (dropout off); otherwise decoders run the general ``forward`` with the cache."""
     return not stack.training and all(
         isinstance(layer, TransformerBlock) and layer.norm_first for layer in stack.layers
+    )
+
+
+def encodes_leanly(
+    stack: TransformerStack, mask: Tensor | None, context: Tensor | None, causal: bool
+) -> bool:
+    """Whether ``stack.forward`` may run :class:`~omnifuse.layers.fused_step.FusedEncoder`:
+    no gradients recorded, no autocast, a pre-norm self-attention stack in eval mode, no mask, no
+    context, not causal, and not being traced (ONNX export) or compiled (its oneDNN calls are not
+    exportable). The results equal the module path's to float rounding (tested to 1e-5)."""
+    if torch.is_grad_enabled() or mask is not None or context is not None or causal:
+        return False
+    if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
+        return False  # the module path's attention computes bf16 in fp32 (`attend`)
+    if torch._C._get_tracing_state() is not None or torch.compiler.is_compiling():
+        return False
+    return steps_leanly(stack) and all(
+        cast(TransformerBlock, layer).cross_attn is None for layer in stack.layers
     )
 
 
