@@ -107,3 +107,17 @@ def test_classification_head_attention_pooling_weighs_only_valid_tokens() -> Non
     # The query learns: it gets a gradient.
     out.sum().backward()
     assert pool.query.grad is not None and pool.query.grad.abs().sum() > 0
+
+
+def test_token_classification_head_classifies_every_token_alike() -> None:
+    from omnifuse.config.heads import TokenClassificationHeadConfig
+    from omnifuse.heads.basic import build_token_classification
+
+    head = build_token_classification(TokenClassificationHeadConfig(num_classes=3), in_dim=4)
+    tokens = torch.randn(2, 5, 4)
+    out = head(EncoderOutput(tokens, torch.ones(2, 5, dtype=torch.bool), tokens[:, 0]))
+    assert out.shape == (2, 5, 3)
+    # the same classifier at each position: a token's logits depend on that token alone
+    swapped = tokens.flip(1)
+    again = head(EncoderOutput(swapped, torch.ones(2, 5, dtype=torch.bool), swapped[:, 0]))
+    torch.testing.assert_close(again, out.flip(1))

@@ -15,6 +15,7 @@ from omnifuse.registry import list_heads
 
 TINY_HEADS: dict[str, dict[str, Any]] = {
     "classification": {"num_classes": 3, "hidden_dim": 16},
+    "token_classification": {"num_classes": 5, "hidden_dim": 16},
     "projection": {"dim": 16},
     "mlm": {"source": "text"},
     "reconstruction": {"source": "image"},

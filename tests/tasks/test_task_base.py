@@ -20,6 +20,7 @@ TYPES = {
     "matching",
     "mlm",
     "masked_modeling",
+    "scene_grounding",
     "captioning",
     "instruction",
     "video_tokenizer",

@@ -29,6 +29,20 @@ class ClassificationHeadConfig(StrictModel):
     )
 
 
+class TokenClassificationHeadConfig(StrictModel):
+    """Linear (or MLP) classifier applied to every token: ``[B, N, D] -> [B, N, num_classes]``
+    (dense labels such as what lies under each image patch, ``scene_grounding``)."""
+
+    type: Literal["token_classification"] = "token_classification"
+    num_classes: int = Field(gt=1, description="Logits per token (all attributes together).")
+    source: str = Field(
+        default="image",
+        description="A modality name (its encoder's tokens) or 'fused' (the fused tokens of "
+        "the task's modality; the fusion must keep its token positions).",
+    )
+    hidden_dim: int | None = Field(default=None, gt=0, description="None = a single linear layer.")
+
+
 class ProjectionHeadConfig(StrictModel):
     """Linear projection to a shared embedding space (contrastive retrieval), L2-normalised."""
 
@@ -136,6 +150,7 @@ class WhisperDecoderConfig(StrictModel):
 
 HeadConfig = Annotated[
     ClassificationHeadConfig
+    | TokenClassificationHeadConfig
     | ProjectionHeadConfig
     | MLMHeadConfig
     | ReconstructionHeadConfig

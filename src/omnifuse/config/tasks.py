@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from omnifuse.config.base import FUSED, StrictModel
 from omnifuse.config.data import DataConfig
+from omnifuse.config.heads import TokenClassificationHeadConfig
 from omnifuse.config.model import ModelConfig
 
 DEFAULT_TASK_TYPE = "classification"
@@ -205,6 +206,77 @@ class MaskedModelingTaskConfig(BaseTaskConfig):
                 f"tasks.{name}.head={self.head!r} reads {head.source!r}; set its source to "
                 f"{self.modality!r} (the masked modality)"
             )
+        return problems
+
+
+GroundingAttribute = Literal["shape", "colour", "size"]
+GROUNDING_ATTRIBUTES: dict[str, int] = {"shape": 6, "colour": 6, "size": 2}
+"""``scene_grounding`` attribute -> its values (ShapesWorld's shapes, colours, sizes); a token
+predicts one more class, "empty", per attribute. Kept equal to ``datasets.scenes`` by a test."""
+
+
+class SceneGroundingTaskConfig(BaseTaskConfig):
+    """Dense grounding: every image patch token predicts what lies under it (ShapesWorld)."""
+
+    head_types: ClassVar[dict[str, str]] = {"head": "token_classification"}
+
+    type: Literal["scene_grounding"] = "scene_grounding"
+    head: str = Field(
+        description="`token_classification` head reading 'image' (the image tower's patch "
+        "tokens) or 'fused' (the image segment of the fused tokens); its num_classes must be "
+        "the sum over `attributes` of (values + 1)."
+    )
+    target: str = Field(
+        default="scene",
+        description="String field holding the scene ('SIZE COLOUR SHAPE at X,Y rR; ...', "
+        "64-px canvas).",
+    )
+    attributes: list[GroundingAttribute] = Field(
+        default_factory=lambda: list[GroundingAttribute](["shape", "colour"]),
+        min_length=1,
+        description="What each patch predicts, each with an extra 'empty' class "
+        "(shape: 6 + 1, colour: 6 + 1, size: 2 + 1).",
+    )
+    min_cover: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Share of a patch an object's disc must cover to label the patch with it; "
+        "patches touched less are not scored, untouched ones are 'empty'.",
+    )
+
+    def default_inputs(self, model: ModelConfig) -> list[str]:
+        """The image alone, or every modality when the head reads the fusion."""
+        if self.head in model.heads and _source(model, self.head) == FUSED:
+            return model.encoders.configured()
+        return ["image"]
+
+    def num_classes(self) -> int:
+        """Logits per token the head must produce."""
+        return sum(GROUNDING_ATTRIBUTES[a] + 1 for a in self.attributes)
+
+    def extra_problems(self, name: str, model: ModelConfig) -> list[str]:
+        problems = []
+        if model.encoders.image is None or model.encoders.image.type != "vit":
+            problems.append(
+                f"tasks.{name}: scene_grounding labels the patches of a ViT image encoder; "
+                "configure model.encoders.image with type 'vit'"
+            )
+        elif "image" not in self.resolved_inputs(model):
+            problems.append(f"tasks.{name}.inputs must include 'image'")
+        head = model.heads.get(self.head)
+        if isinstance(head, TokenClassificationHeadConfig):
+            if head.source not in ("image", FUSED):
+                problems.append(
+                    f"tasks.{name}.head={self.head!r} reads {head.source!r}; valid choices: "
+                    "'image', 'fused'"
+                )
+            wanted = self.num_classes()
+            if head.num_classes != wanted:
+                problems.append(
+                    f"model.heads.{self.head}.num_classes={head.num_classes} but "
+                    f"tasks.{name}.attributes={self.attributes} need {wanted}"
+                )
         return problems
 
 
@@ -402,6 +474,7 @@ for _config in (
     MatchingTaskConfig,
     MLMTaskConfig,
     MaskedModelingTaskConfig,
+    SceneGroundingTaskConfig,
     CaptioningTaskConfig,
     VideoTokenizerTaskConfig,
     VideoGenerationTaskConfig,

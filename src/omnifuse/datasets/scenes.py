@@ -9,9 +9,11 @@ glance and not a one-pixel judgement.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from omnifuse.datasets.render import COLOURS, SHAPES, Sprite
 
@@ -20,6 +22,13 @@ SIZES = ("small", "large")
 RADII = {"small": (5, 7), "large": (9, 13)}  # inclusive ranges, pixels
 MAIN_MARGIN = 3  # the main object's radius exceeds every other radius by at least this
 SPATIAL_MARGIN = 6  # centres closer than this along an axis have no clear left/right (above/below)
+PATCH_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "size": SIZES,
+}
+"""Object attribute -> its values; a patch label is 0 (empty) or 1 + the value's index."""
+PATCH_IGNORE = -100  # omnifuse.types.IGNORE_INDEX: the datasets layer does not import torch code
 _SCENE_ITEM = re.compile(r"^(small|large) (\w+) (\w+) at (\d+),(\d+) r(\d+)$")
 
 
@@ -160,3 +169,56 @@ def sample_scene(rng: np.random.Generator, count: int | None = None) -> Scene:
         )
     )
     return Scene(objects, background=int(rng.integers(200, 256)))
+
+
+def patch_labels(
+    text: str | None, grid: int, attributes: Sequence[str], min_cover: float = 0.25
+) -> npt.NDArray[np.int64]:
+    """What lies under each patch of a ``grid x grid`` split of the canvas, per attribute.
+
+    Each object is rasterised as its disc (centre, radius; the drawn shape lies inside it) on
+    the 64-px canvas. A patch takes the object covering most of its pixels when that object
+    covers at least ``min_cover`` of them; a patch no disc touches is empty (label 0); one only
+    partly touched is :data:`PATCH_IGNORE`, since neither "empty" nor the object is true of it.
+
+    Args:
+        text: a manifest ``scene`` field (None: every label is :data:`PATCH_IGNORE`).
+        grid: patches per side (a ViT's ``image_size / patch_size``); must divide 64.
+        attributes: names in :data:`PATCH_ATTRIBUTES`.
+        min_cover: share of a patch's pixels an object must cover to label it, in ``(0, 1]``.
+
+    Returns:
+        ``[grid * grid, len(attributes)]`` labels, patches in row-major order (the ViT's).
+    """
+    unknown = [a for a in attributes if a not in PATCH_ATTRIBUTES]
+    if unknown or IMAGE_SIZE % grid or not 0.0 < min_cover <= 1.0:
+        raise ValueError(
+            f"patch_labels: attributes {list(attributes)} (valid: {', '.join(PATCH_ATTRIBUTES)}), "
+            f"grid={grid} (must divide {IMAGE_SIZE}), min_cover={min_cover} (in (0, 1])"
+        )
+    labels = np.full((grid * grid, len(attributes)), PATCH_IGNORE, dtype=np.int64)
+    if text is None:
+        return labels
+    objects = parse_scene(text) if text else ()
+    cell = IMAGE_SIZE // grid
+    centres = np.arange(IMAGE_SIZE) + 0.5
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    # [K, grid*grid]: pixels of each patch inside each object's disc
+    cover = np.stack(
+        [
+            ((xs - o.x) ** 2 + (ys - o.y) ** 2 <= o.radius**2)
+            .reshape(grid, cell, grid, cell)
+            .sum(axis=(1, 3))
+            .reshape(-1)
+            for o in objects
+        ]
+        or [np.zeros(grid * grid, dtype=np.int64)]
+    )
+    best = cover.argmax(axis=0)
+    labelled = cover.max(axis=0) >= min_cover * cell * cell
+    labels[cover.sum(axis=0) == 0] = 0
+    for column, attribute in enumerate(attributes):
+        values = PATCH_ATTRIBUTES[attribute]
+        ids = np.array([1 + values.index(getattr(o, attribute)) for o in objects] or [0])
+        labels[labelled, column] = ids[best[labelled]]
+    return labels

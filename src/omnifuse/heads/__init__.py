@@ -1,11 +1,12 @@
 """Prediction heads. Each head maps an :class:`EncoderOutput` (fused or one modality's) to a
 tensor; task objectives live elsewhere.
 
-Importing this package registers the head types ``classification``, ``projection``, ``mlm``,
-``reconstruction``, ``caption_decoder``, ``whisper_decoder``, ``video_generator`` and ``causal_lm``.
+Importing this package registers the head types ``classification``, ``token_classification``,
+``projection``, ``mlm``, ``reconstruction``, ``caption_decoder``, ``whisper_decoder``,
+``video_generator`` and ``causal_lm``.
 """
 
-from omnifuse.heads.basic import ClassificationHead, ProjectionHead
+from omnifuse.heads.basic import ClassificationHead, ProjectionHead, TokenClassificationHead
 from omnifuse.heads.caption_decoder import CaptionDecoder
 from omnifuse.heads.causal_lm import CausalLMHead
 from omnifuse.heads.mlm import MLMHead
@@ -20,6 +21,7 @@ __all__ = [
     "MLMHead",
     "ProjectionHead",
     "ReconstructionHead",
+    "TokenClassificationHead",
     "VideoGenerator",
     "WhisperDecoder",
 ]

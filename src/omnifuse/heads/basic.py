@@ -1,4 +1,4 @@
-"""Classification and projection heads over pooled features."""
+"""Classification and projection heads over pooled features, and a per-token classifier."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omnifuse.config.heads import ClassificationHeadConfig, ProjectionHeadConfig
+from omnifuse.config.heads import (
+    ClassificationHeadConfig,
+    ProjectionHeadConfig,
+    TokenClassificationHeadConfig,
+)
 from omnifuse.layers import masked_mean
 from omnifuse.layers.attention import attend
 from omnifuse.modalities.base import EncoderOutput
@@ -79,6 +83,23 @@ class ClassificationHead(nn.Module):
         return self.net(pooled)  # type: ignore[no-any-return]
 
 
+class TokenClassificationHead(nn.Module):
+    """``tokens [B, N, D] -> [B, N, num_classes]`` logits, the same classifier at every token
+    (linear, or MLP when ``hidden_dim``); padding positions get logits too (the task masks)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden_dim is not None:
+            layers += [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+            in_dim = hidden_dim
+        layers.append(nn.Linear(in_dim, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: EncoderOutput) -> Tensor:
+        return self.net(features.tokens)  # type: ignore[no-any-return]
+
+
 class ProjectionHead(nn.Module):
     """``[B, D] pooled -> [B, dim]`` unit-norm embedding for retrieval/contrastive learning."""
 
@@ -95,6 +116,11 @@ def build_classification(config: ClassificationHeadConfig, in_dim: int) -> nn.Mo
     return ClassificationHead(
         in_dim, config.num_classes, config.hidden_dim, config.dropout, config.pooling
     )
+
+
+@register_head("token_classification", "Linear/MLP classifier applied to every token.")
+def build_token_classification(config: TokenClassificationHeadConfig, in_dim: int) -> nn.Module:
+    return TokenClassificationHead(in_dim, config.num_classes, config.hidden_dim)
 
 
 @register_head("projection", "L2-normalised linear projection for retrieval.")

@@ -23,6 +23,7 @@ from omnifuse.tasks.base import (
 from omnifuse.tasks.captioning import CaptioningTask
 from omnifuse.tasks.classification import ClassificationTask
 from omnifuse.tasks.contrastive import ContrastiveTask
+from omnifuse.tasks.grounding import SceneGroundingTask
 from omnifuse.tasks.masked_modeling import MaskedModelingTask
 from omnifuse.tasks.matching import MatchingTask
 from omnifuse.tasks.mlm import MLMTask
@@ -38,6 +39,7 @@ __all__ = [
     "MatchingTask",
     "PredictOptions",
     "Prediction",
+    "SceneGroundingTask",
     "ScoreOptions",
     "Scores",
     "Task",

@@ -412,6 +412,7 @@ _TASK_MODULES = (
     "omnifuse.tasks.matching",
     "omnifuse.tasks.mlm",
     "omnifuse.tasks.masked_modeling",
+    "omnifuse.tasks.grounding",
     "omnifuse.tasks.captioning",
     "omnifuse.tasks.video_generation",
     "omnifuse.tasks.instruction",
