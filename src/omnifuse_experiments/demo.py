@@ -91,7 +91,7 @@ class DemoPlan:
 
 FULL = DemoPlan(
     size=5000,
-    pretrain_steps=400,
+    pretrain_steps=320,
     finetune_steps=5600,
     curriculum_steps=1600,
     judge_steps=500,
