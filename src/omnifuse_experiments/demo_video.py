@@ -39,8 +39,8 @@ class VideoPlan:
         eval_samples: validation prompts generated and judged (None: the split).
     """
 
-    tokenizer_steps: int = 300
-    prior_steps: int = 600
+    tokenizer_steps: int = 600
+    prior_steps: int = 1000
     eval_samples: int | None = None
 
 
