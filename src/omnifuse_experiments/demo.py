@@ -2,11 +2,12 @@
 
 Stages: generate the data (reused when its card says it was made with the same size and seed)
 and check every file; pretrain one shared four-modality model self-supervised
-(``omnifuse_experiments/configs/demo-pretrain.yaml``); fine-tune it on all six task families
+(``omnifuse_experiments/configs/demo-pretrain.yaml``); fine-tune it on the task families
 (``omnifuse_experiments/configs/demo-finetune.yaml``, ``training.init_from`` the pretrained
-model); evaluate it on
-the validation split; write ``report.md`` with the metric table against the targets, the wall
-time of every stage, the load average, the plots and the commands that reproduce each stage.
+model); train the video judge, the text-to-video model (:mod:`demo_video`) and the speech
+model (:mod:`demo_speech`); evaluate on the validation split; write ``report.md`` with the
+metric table against the targets, the wall time of every stage, the load average, the plots and
+the commands that reproduce each stage.
 
 Example:
     >>> from omnifuse_experiments.demo import run_demo
@@ -37,6 +38,15 @@ from omnifuse.datasets import make, shapesworld
 from omnifuse_experiments.configs import config_path
 from omnifuse_experiments.demo_report import Row, metric_rows, write_report
 from omnifuse_experiments.demo_speech import SpeechResult, run_speech
+from omnifuse_experiments.demo_video import CONFIG as VIDEO
+from omnifuse_experiments.demo_video import FULL as VIDEO_FULL
+from omnifuse_experiments.demo_video import QUICK as VIDEO_QUICK
+from omnifuse_experiments.demo_video import (
+    eval_command,
+    evaluate_generation,
+    prior_overrides,
+    tokenizer_overrides,
+)
 
 CORPUS_FIELDS = ("captions", "question", "transcript", "video_caption")
 """Manifest fields whose texts train the demo's word-piece tokenizer."""
@@ -172,9 +182,12 @@ def run_demo(out_dir: Path, quick: bool = False, threads: int = 1) -> dict[str, 
     pretrain(run)
     finetune(run)
     train_judge(run)
+    video = video_stage(run)
     speech = speech_stage(run)
     report = evaluate_run(run)
-    report["tasks"]["asr"] = speech.task  # the report's speech row is the speech stage's
+    # The report's speech and video-generation rows are their own stages'.
+    report["tasks"]["asr"] = speech.task
+    report["tasks"]["video_generation"] = video
     run.rows = metric_rows(report["tasks"])
     total = time.perf_counter() - start
     path = write_report(out_dir / "report.md", run.rows, run.stages, run.plots, total, quick)
@@ -269,6 +282,20 @@ def train_judge(run: DemoRun) -> None:
     train_stage(run, "judge", JUDGE, overrides, shrink=False)
 
 
+def video_stage(run: DemoRun) -> dict[str, Any]:
+    """Text-to-video as its own model (:mod:`demo_video`): the tokenizer run, the prior run over
+    its frozen codes, then its clips judged; returns the ``video_generation`` evaluation."""
+    plan = VIDEO_QUICK if run.plan.shrink else VIDEO_FULL
+    tokenizer, prior = run.out_dir / "video-tokenizer", run.out_dir / "video-prior"
+    train_stage(run, tokenizer.name, VIDEO, [*data_overrides(run), *tokenizer_overrides(plan)])
+    train_stage(run, prior.name, VIDEO, [*data_overrides(run), *prior_overrides(plan, tokenizer)])
+    judge, out = run.out_dir / "judge", run.out_dir / "video-eval"
+    with run.stage(out.name, eval_command(prior, judge, out, plan)):
+        task, plots = evaluate_generation(prior, judge, out, plan)
+    run.plots += plots
+    return task
+
+
 def speech_stage(run: DemoRun) -> SpeechResult:
     """Speech recognition by the pretrained Whisper tiny.en (:mod:`demo_speech`)."""
     with run.stage("speech") as stage:
@@ -317,7 +344,8 @@ def shrink_overrides(config_path: Path) -> list[str]:
     tiny = "dim=32", "num_layers=1", "num_heads=2"
     out = [f"model.encoders.{name}.{t}" for name in raw["encoders"] for t in tiny]
     out += [f"model.fusion.{t}" for t in tiny]
-    out += ["model.encoders.image.processor.image_size=32"]
+    if "image" in raw["encoders"]:
+        out += ["model.encoders.image.processor.image_size=32"]
     for name, head in raw["heads"].items():
         prefix = f"model.heads.{name}"
         if head["type"] == "projection":
@@ -335,8 +363,8 @@ def shrink_overrides(config_path: Path) -> list[str]:
 
 
 def evaluate_run(run: DemoRun) -> dict[str, Any]:
-    """Evaluate the fine-tuned run on the validation split into ``out_dir/eval``; generated
-    clips are judged by the judge run."""
+    """Evaluate the fine-tuned run on the validation split into ``out_dir/eval`` (video
+    generation is the video stage's, :func:`video_stage`)."""
     from omnifuse.evaluation import EvalOptions, evaluate
     from omnifuse.heads.decoding import DecodingOptions
 
@@ -349,14 +377,8 @@ def evaluate_run(run: DemoRun) -> dict[str, Any]:
         max_samples=run.plan.eval_max_samples,
         decoding=DecodingOptions(strategy="beam", beam_size=BEAMS),
     )
-    judge = run.out_dir / "judge"
-    command = (
-        f"omnifuse eval {run_dir} --split val --out {out} --judge {judge} "
-        f"--strategy beam --beam-size {BEAMS}"
-    )
+    command = f"omnifuse eval {run_dir} --split val --out {out} --strategy beam --beam-size {BEAMS}"
     with run.stage("evaluate", command):
-        report: dict[str, Any] = evaluate(
-            run_dir, split="val", out=out, options=options, judge=judge
-        )
-    run.plots = [Path(p) for p in report["files"]["plots"]]
+        report: dict[str, Any] = evaluate(run_dir, split="val", out=out, options=options)
+    run.plots += [Path(p) for p in report["files"]["plots"]]
     return report

@@ -59,18 +59,25 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         assert row[3] != NOT_MEASURED and math.isfinite(float(row[3])), row
     assert re.search(r"^Targets met: \d+ of 9\.", report, re.M)
     model, processors, config = omnifuse.load(out / "finetune" / "model")
-    assert {"topic", "shape", "answer", "generator"} <= set(model.heads)
+    assert {"topic", "shape", "answer"} <= set(model.heads)
     assert "speller" not in model.heads  # speech is the Whisper stage's (demo_speech)
+    assert "generator" not in model.heads  # video generation is the video stage's (demo_video)
     assert set(processors) == {"audio", "image", "text", "video"}
     assert config.name == "demo-finetune"
     plots = re.findall(r"- \[[^\]]+\]\(([^)]+)\)", report)
     assert plots, "the report lists no plots"
     for plot in plots:
         assert (out / plot).is_file(), plot
-    for stage in ("data", "check", "pretrain", "finetune", "judge", "speech", "evaluate"):
+    stages = ("data", "check", "pretrain", "finetune", "judge", "video-tokenizer", "video-prior")
+    for stage in (*stages, "video-eval", "speech", "evaluate"):
         assert re.search(rf"^\| {stage} \| \d+\.\d \|", report, re.M), stage
     assert f"omnifuse train {config_path('demo-finetune')}" in report
+    assert f"omnifuse eval {out / 'video-prior'} --split val" in report
     assert f"--judge {out / 'judge'}" in report
+    video = json.loads((out / "video-eval" / "metrics.json").read_text())["tasks"]
+    accuracy = video["video_generation"]["metrics"]["attribute_accuracy"]
+    row = f"| video_generation | video generation from text | attribute_accuracy | {accuracy:.4f}"
+    assert row in report
     check_demo_outputs(out)
 
 
