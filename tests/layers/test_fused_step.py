@@ -186,3 +186,27 @@ def test_onednn_projections_step_aside_under_autocast() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert affine(x).dtype == torch.bfloat16
             assert linear(x).dtype == torch.bfloat16
+
+
+def test_lora_wrapped_projections_keep_the_module_paths() -> None:
+    """A peft LoRA layer keeps ``B A`` beside the base weight, which the lean and fused steps
+    (reading ``.weight``) would skip: stacks with one are encoded and stepped by the modules."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from omnifuse.layers.transformer import encodes_leanly, steps_leanly
+
+    stack, head = _decoder()
+    encoder = TransformerStack(16, 2, 4).eval()
+    assert steps_leanly(stack, head) and encodes_leanly(encoder, None, None, False) is False
+    with torch.no_grad():
+        assert encodes_leanly(encoder, None, None, False)
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False)
+    inject_adapter_in_model(lora, encoder)
+    inject_adapter_in_model(lora, stack)
+    assert not steps_leanly(stack, head)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert not encodes_leanly(encoder, None, None, False)
+        got = encoder(x)
+    torch.testing.assert_close(got, encoder(x).detach())  # the grad-mode (module) path
+    assert not steps_leanly(TransformerStack(16, 1, 4).eval(), nn.Sequential(nn.Linear(16, 3)))

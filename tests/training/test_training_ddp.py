@@ -22,9 +22,11 @@ from omnifuse.training import train
 from rank_helpers import free_port, run_ranks
 
 SCRIPT = Path(__file__).with_name("training_script.py")
-TOLERANCE = 1e-5
-"""Max abs weight difference after 3 AdamW steps (lr 1e-3; observed <= 4e-7): one batch of 8 and
-two all-reduced batches of 4 sum in different orders, which changes the last bits."""
+TOLERANCE = 5e-5
+"""Max abs weight difference after 3 AdamW steps (lr 1e-3): one batch of 8 and two all-reduced
+batches of 4 sum in different orders, which changes the last bits. Observed <= 4e-7 on an Intel
+Xeon; 1.04e-5 on an AMD EPYC (an attention key weight whose gradient is near float noise, where
+Adam's eps weighs in). A sharding or averaging mistake moves weights by about lr, 1e-3."""
 NULL_GRAD_TOLERANCE = 3e-3
 """Attention key biases have an exactly-zero gradient (softmax ignores a shift of all scores), so
 their float-noise gradients become Adam updates of up to lr per step in both runs, uncorrelated:
@@ -78,11 +80,11 @@ def test_two_process_ddp_equals_one_process(
     rest = {n: d for n, d in diffs.items() if n not in null}
     assert max(rest.values()) < TOLERANCE, sorted(rest.items(), key=lambda kv: -kv[1])[:5]
     assert max(null.values()) < NULL_GRAD_TOLERANCE
-    # the runs did train: weights moved far more than the tolerance
+    # the runs did train: weights moved far more than the tolerance (3 steps of lr 1e-3: ~2e-3)
     L.seed_everything(0, verbose=False)
     initial, _ = build_model(load_config(single_yaml).model)
     moved = max(float((single[n] - t).abs().max()) for n, t in initial.state_dict().items())
-    assert moved > 100 * TOLERANCE
+    assert moved > 20 * TOLERANCE
 
 
 def test_fsdp2_sharded_step_matches_unsharded() -> None:

@@ -201,7 +201,7 @@ class CaptionDecoder(nn.Module):
             )
         # The context mask is read once, at the first step (later ones reuse the cached one).
         mask = needed_mask(fused.mask) if start == 0 else None
-        if steps_leanly(self.decoder):
+        if steps_leanly(self.decoder, self.lm_head):
             # The fused step's weight copies are checked against the weights at a run's first step.
             step = fused_decoder(self.decoder, self.lm_head, check=start == 0)
             return step(self.embed(tokens[:, start:], start)[:, 0], cache, fused.tokens, mask)

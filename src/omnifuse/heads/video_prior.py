@@ -184,7 +184,7 @@ class VideoPrior(nn.Module):
         """Logits ``[B, K]`` of code ``start`` from input ``[B, 1]`` at position ``start``, with
         ``cache`` holding positions ``0 .. start - 1`` (:meth:`logits` with the cache, through the
         lean fused step, :func:`omnifuse.layers.fused_step.fused_decoder`, in eval mode)."""
-        if not steps_leanly(self.decoder):
+        if not steps_leanly(self.decoder, self.head):
             return self.logits(inputs, condition, cache, start)[:, -1]
         # The condition's keys/values and mask are cached at the first step.
         mask = needed_mask(condition.mask) if start == 0 else None

@@ -316,12 +316,31 @@ class TransformerStack(nn.Module):
         return out
 
 
-def steps_leanly(stack: TransformerStack) -> bool:
-    """Whether :meth:`TransformerStack.step` serves this stack: pre-norm blocks in eval mode
-    (dropout off); otherwise decoders run the general ``forward`` with the cache."""
-    return not stack.training and all(
-        isinstance(layer, TransformerBlock) and layer.norm_first for layer in stack.layers
+def steps_leanly(stack: TransformerStack, head: nn.Module | None = None) -> bool:
+    """Whether :meth:`TransformerStack.step` (and the fused step over it and ``head``) serves
+    this stack: pre-norm blocks in eval mode (dropout off) whose projections, like ``head``, are
+    plain ``nn.Linear`` layers; otherwise decoders run the general ``forward`` with the cache.
+
+    The lean and fused steps read ``.weight`` directly, which would skip what a wrapper adds: a
+    peft LoRA layer (``model.adapters``) keeps its ``B A`` beside the base weight.
+    """
+    if stack.training or not (head is None or type(head) is nn.Linear):
+        return False
+    return all(
+        isinstance(layer, TransformerBlock)
+        and layer.norm_first
+        and all(type(p) is nn.Linear for p in _projections(layer))
+        for layer in stack.layers
     )
+
+
+def _projections(block: TransformerBlock) -> list[nn.Module]:
+    """Every projection of ``block``: attention q/k/v/out (self and cross) and the MLP's."""
+    attentions = [block.attn] if block.cross_attn is None else [block.attn, block.cross_attn]
+    out: list[nn.Module] = [block.mlp.fc1, block.mlp.fc2]
+    for attn in attentions:
+        out += [attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj]
+    return out
 
 
 def encodes_leanly(
