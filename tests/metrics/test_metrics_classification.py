@@ -41,6 +41,17 @@ def test_absent_class_has_no_per_class_accuracy_and_leaves_macro_f1() -> None:
     assert result.confusion_matrix.shape == (4, 4)
 
 
+def test_accuracy_is_the_exact_fraction_of_the_counts() -> None:
+    # 475 of 500 right: float32 (torchmetrics) would give 0.94999999, below a 0.95 target.
+    refs = torch.arange(500) % 3
+    preds = refs.clone()
+    preds[:25] = (preds[:25] + 1) % 3
+    result = classification_metrics(preds, refs)
+    assert result.accuracy == 475 / 500
+    assert result.accuracy >= 0.95
+    assert result.per_class_accuracy[0] == (167 - 9) / 167  # class 0: rows 0, 3, ..., 24 wrong
+
+
 @pytest.mark.parametrize(
     ("preds", "refs", "kwargs", "match"),
     [
