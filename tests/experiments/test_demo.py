@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import safetensors.torch
 import torch
 import yaml
@@ -21,8 +22,16 @@ from omnifuse.cli.main import app
 from omnifuse.config import load_config
 from omnifuse.datasets import shapesworld
 from omnifuse.inference import Pipeline
+from omnifuse_experiments import demo
 from omnifuse_experiments.configs import config_path
-from omnifuse_experiments.demo import QUICK, DemoRun, corpus_command, has_data, shrink_overrides
+from omnifuse_experiments.demo import (
+    FULL,
+    QUICK,
+    DemoRun,
+    corpus_command,
+    has_data,
+    shrink_overrides,
+)
 from omnifuse_experiments.demo_report import (
     CPU_BUDGET_S,
     NOT_MEASURED,
@@ -123,6 +132,19 @@ def test_shrink_overrides_make_a_valid_tiny_model() -> None:
         run = load_config(config_path(name), overrides)
         assert run.model.fusion.dim == 32
         assert run.model.encoders.image is not None and run.model.encoders.image.dim == 32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_training_stages_run_bf16_only_where_the_cpu_has_it(
+    native: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(demo, "native_bf16", lambda: native)
+    run = DemoRun(tmp_path, FULL)
+    for preset in (demo.PRETRAIN, demo.FINETUNE, demo.JUDGE, demo.VIDEO):
+        config, command = demo.stage_config(run, preset, ["training.max_steps=5000"])
+        assert config.training.precision == ("bf16-mixed" if native else "32-true"), preset
+        assert config.training.max_steps == 5000
+        assert load_config(config_path(preset), shlex.split(command)[3:]) == config, preset
 
 
 def test_data_of_another_size_seed_or_generator_version_is_not_reused(tmp_path: Path) -> None:
